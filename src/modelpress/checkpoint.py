@@ -1,0 +1,237 @@
+"""Checkpoints: one ``.safetensors`` file whose header carries the JSON that describes it.
+
+The JSON (safetensors metadata key ``modelpress``) holds the model's registry name and config,
+the input spec, preprocessing (normalisation, vocabulary), labels, metrics and lineage, plus a
+digest over that JSON and the tensor bytes. Loading parses JSON and raw tensors only: no code
+from the file runs. A tampered JSON, a truncated file or weights that do not fit the config
+each raise a one-line :class:`CheckpointError`.
+
+>>> from modelpress.checkpoint import load_checkpoint      # doctest: +SKIP
+>>> ckpt = load_checkpoint("runs/digits/resnet8.safetensors")
+>>> ckpt.model(torch.zeros(1, 1, 8, 8)).shape
+torch.Size([1, 10])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from . import __version__
+from .artifact import Artifact
+from .data.base import DataBundle, InputSpec
+from .errors import CheckpointError, ConfigError
+from .fsutil import atomic_path
+
+FORMAT = "modelpress.checkpoint"
+VERSION = 1
+META_KEY = "modelpress"
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    config: dict[str, Any]
+
+
+class CheckpointMeta(BaseModel):
+    """Schema of the JSON inside a checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    version: int
+    id: str
+    model: ModelRef
+    input_spec: dict[str, Any]
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    metrics: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    lineage: list[dict[str, Any]] = []
+    toolkit: dict[str, str] = {}
+    digest: str = ""
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    meta: CheckpointMeta
+    artifact: Artifact
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.meta.input_spec)
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> hashlib._Hash:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key]
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(
+            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        )
+    return h
+
+
+def _digest(meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> str:
+    h = _tensor_digest(tensors)
+    body = meta.model_dump(exclude={"digest"})
+    h.update(json.dumps(body, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    out, seen = {}, set()
+    for key, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else None
+        out[key] = t.clone() if ptr in seen else t  # safetensors refuses shared storage
+        if ptr is not None:
+            seen.add(ptr)
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    input_spec: InputSpec,
+    labels: list[str],
+    preprocessing: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    lineage: list[dict[str, Any]] | None = None,
+    parent_id: str = "",
+) -> Artifact:
+    """Write ``model`` (a registry model) and its description atomically to ``path``."""
+    from safetensors.torch import save_file
+
+    from .artifact import stage_id
+    from .models import config_to_dict
+
+    name = getattr(model, "registry_name", None)
+    if name is None or not hasattr(model, "current_config"):
+        raise ConfigError(
+            f"{type(model).__name__} is not a registry model; build it with create_model()"
+        )
+    config = config_to_dict(model.current_config())
+    tensors = _state_tensors(model)
+    meta = CheckpointMeta(
+        format=FORMAT,
+        version=VERSION,
+        id="",
+        model=ModelRef(name=name, config=config),
+        input_spec=input_spec.to_dict(),
+        labels=list(labels),
+        preprocessing=preprocessing,
+        metrics=metrics or {},
+        train=train or {},
+        lineage=lineage or [],
+        toolkit={"modelpress": __version__, "torch": torch.__version__},
+    )
+    meta.id = stage_id(
+        parent_id,
+        "checkpoint",
+        {"model": name, "config": config, "weights": _tensor_digest(tensors).hexdigest()},
+    )
+    meta.digest = _digest(meta, tensors)
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: meta.model_dump_json()})
+    return Artifact(path=path, format="torch", id=meta.id, meta=meta.model_dump(), files=(path,))
+
+
+def save_trained(path: str | Path, model: nn.Module, data: DataBundle, **kwargs: Any) -> Artifact:
+    """:func:`save_checkpoint` with input spec, labels and preprocessing taken from ``data``."""
+    return save_checkpoint(
+        path,
+        model,
+        input_spec=data.input_spec,
+        labels=data.labels,
+        preprocessing=data.preprocessing,
+        **kwargs,
+    )
+
+
+def read_meta(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """Parse and verify a checkpoint's JSON and tensors without building the model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; train one with `modelpress train`"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {exc}; the file is truncated or not safetensors"
+        ) from exc
+    if META_KEY not in header:
+        raise CheckpointError(
+            f"{path} has no modelpress metadata; it was not written by modelpress"
+        )
+    try:
+        meta = CheckpointMeta.model_validate_json(header[META_KEY])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        raise CheckpointError(
+            f"checkpoint {path}: metadata is invalid at {where!r}: {err['msg']}"
+        ) from exc
+    if meta.format != FORMAT or meta.version > VERSION:
+        raise CheckpointError(
+            f"{path} is {meta.format} v{meta.version}; this modelpress reads {FORMAT} up to v{VERSION}"
+        )
+    if meta.digest != _digest(meta, tensors):
+        raise CheckpointError(
+            f"checkpoint {path} failed its digest check: its JSON or weights were edited or corrupted; "
+            "restore the original file or save it again with modelpress"
+        )
+    return meta, tensors
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the model of a checkpoint, in eval mode, with every check of :func:`read_meta`."""
+    from .models import model_from_config
+
+    meta, tensors = read_meta(path)
+    try:
+        model = model_from_config(meta.model.name, meta.model.config)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
+    _load_strict(model, tensors, path)
+    model.eval()
+    artifact = Artifact(
+        path=Path(path), format="torch", id=meta.id, meta=meta.model_dump(), files=(Path(path),)
+    )
+    return Checkpoint(model=model, meta=meta, artifact=artifact)
+
+
+def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {path}: config does not match weights (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for key, t in expected.items():
+        if tuple(t.shape) != tuple(tensors[key].shape):
+            raise CheckpointError(
+                f"checkpoint {path}: config does not match weights: {key} is {tuple(tensors[key].shape)} "
+                f"in the file but the config builds {tuple(t.shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)

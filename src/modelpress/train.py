@@ -1,0 +1,245 @@
+"""Training and evaluation loops: AdamW + one-cycle schedule, early stopping on val, seeded.
+
+Runs single-process or under ``torchrun`` (DDP, gloo backend on CPU): each rank takes a
+disjoint shard of every shuffled epoch and the global batch stays ``batch_size``.
+
+>>> from modelpress.data import load_dataset
+>>> from modelpress.models import create_model
+>>> from modelpress.train import TrainConfig, seed_everything, train
+>>> data = load_dataset("digits")
+>>> seed_everything(0)
+>>> model = create_model("resnet8", input_spec=data.input_spec, num_classes=data.num_classes)
+>>> result = train(model, data, TrainConfig(epochs=2), progress=False)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.base import DataBundle, Split
+from .errors import ConfigError
+from .metrics import accuracy
+
+AUGMENTS = ("auto", "none", "shift")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    patience: int = 12  # epochs without a better val accuracy before stopping
+    augment: str = "auto"  # auto: 1-pixel shifts for image data (either view), else none
+    grad_clip: float = 1.0
+    seed: int = 0
+    max_seconds: float | None = None  # stop after the epoch that crosses this wall time
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError("epochs, batch_size and patience must be >= 1")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise ConfigError("lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1)")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"augment {self.augment!r} is unknown; choose one of {AUGMENTS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    best_epoch: int
+    epochs_run: int
+    val_accuracy: float
+    test_accuracy: float
+    seconds: float
+    world_size: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("model", "history")}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (call before building the model for a reproducible init)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a torchrun process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512
+) -> np.ndarray:
+    """Logits for every row of ``x`` (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    x = torch.as_tensor(x)
+    outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
+
+
+def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``split``."""
+    logits = predict_logits(model, split.x)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.y)).item()
+    return {"accuracy": accuracy(logits, split.y), "loss": loss}
+
+
+def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Translate each (…, H, W) sample by up to ``max_shift`` pixels, edges replicated."""
+    h, w = x.shape[-2:]
+    flat = x.reshape(-1, 1, h, w) if x.dim() == 3 else x
+    padded = F.pad(flat, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=gen)
+    out = torch.empty_like(flat)
+    for dy in range(2 * max_shift + 1):
+        for dx in range(2 * max_shift + 1):
+            sel = (offsets[:, 0] == dy) & (offsets[:, 1] == dx)
+            if sel.any():
+                out[sel] = padded[sel, :, dy : dy + h, dx : dx + w]
+    return out.reshape(x.shape)
+
+
+def _augmenter(
+    cfg: TrainConfig, data: DataBundle
+) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    if cfg.augment == "shift" and data.input_spec.kind == "tokens":
+        raise ConfigError("augment='shift' needs image or sequence input, not tokens")
+    image_like = data.preprocessing.get("layout") == "NCHW"  # images, or rows of images as steps
+    if cfg.augment == "shift" or (cfg.augment == "auto" and image_like):
+        return random_shift
+    return None
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data.train``, keep the weights of the best val epoch, report test.
+
+    ``loss_fn(model, x, y)`` replaces the cross-entropy step (distillation plugs in here).
+    """
+    cfg = cfg or TrainConfig()
+    rank, world = dist_info()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_all, y_all = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
+    per_rank = max(1, cfg.batch_size // world)
+    steps = max(1, -(-len(y_all) // (per_rank * world)))
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+    augment = _augmenter(cfg, data)
+    criterion = loss_fn or (
+        lambda m, x, y: F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
+    )
+
+    best = {"acc": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = _progress(
+        progress and rank == 0, cfg.epochs, getattr(model, "registry_name", type(model).__name__)
+    )
+    with bar:
+        task = bar.add_task("train", total=cfg.epochs)
+        for epoch in range(1, cfg.epochs + 1):
+            net.train()
+            perm = torch.randperm(len(y_all), generator=gen)
+            perm = torch.cat([perm, perm[: steps * per_rank * world - len(perm)]])[rank::world]
+            total_loss = 0.0
+            for i in range(steps):
+                idx = perm[i * per_rank : (i + 1) * per_rank]
+                xb, yb = x_all[idx], y_all[idx]
+                if augment is not None:
+                    xb = augment(xb, gen)
+                loss = criterion(net, xb, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                total_loss += loss.item()
+            val = evaluate(model, data.val)
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total_loss / steps,
+                    "val_accuracy": val["accuracy"],
+                    "val_loss": val["loss"],
+                }
+            )
+            if (val["accuracy"], -val["loss"]) > (best["acc"], -best["loss"]):
+                best = {
+                    "acc": val["accuracy"],
+                    "loss": val["loss"],
+                    "epoch": epoch,
+                    "state": copy.deepcopy(model.state_dict()),
+                }
+            bar.update(task, advance=1, description=f"epoch {epoch} val {val['accuracy']:.3f}")
+            if epoch - best["epoch"] >= cfg.patience:
+                break
+            if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
+                break
+    model.load_state_dict(best["state"])
+    model.eval()
+    return TrainResult(
+        model=model,
+        best_epoch=best["epoch"],
+        epochs_run=epoch,
+        val_accuracy=best["acc"],
+        test_accuracy=evaluate(model, data.test)["accuracy"],
+        seconds=time.perf_counter() - start,
+        world_size=world,
+        history=history,
+    )
+
+
+def _progress(enabled: bool, total: int, name: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{name}[/bold]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def init_distributed() -> bool:
+    """Join the torchrun process group (gloo) when launched by torchrun; True if distributed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo")
+    return True
