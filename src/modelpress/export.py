@@ -1,0 +1,146 @@
+"""Export a torch model to ONNX (``torch.onnx.export(..., dynamo=True)``) with a dynamic batch
+dimension and the artifact's metadata embedded in ``metadata_props``.
+
+Small models are written as one self-contained ``.onnx`` file; models whose weights approach
+protobuf's 2 GiB limit keep them in an external ``<name>.onnx.data`` file, which the returned
+artifact lists (and counts in its size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .artifact import Artifact, stage_id
+from .data.base import InputSpec
+from .errors import BuildError
+
+META_KEY = "modelpress"
+EXTERNAL_DATA_BYTES = 1 << 30  # above this many parameter bytes, keep weights outside the proto
+
+
+def deployment_meta(
+    parent_meta: dict[str, Any], *, target: str, precision: str, **extra: Any
+) -> dict[str, Any]:
+    """What a deployed file must say about itself: model, input, preprocessing, labels, lineage."""
+    keep = ("model", "input_spec", "labels", "preprocessing", "metrics", "lineage")
+    meta = {k: parent_meta[k] for k in keep if k in parent_meta}
+    meta["lineage"] = [
+        *meta.get("lineage", []),
+        {"stage": "build", "target": target, "precision": precision},
+    ]
+    meta.update(target=target, precision=precision, parent_id=parent_meta.get("id", ""), **extra)
+    return meta
+
+
+def example_batch(spec: InputSpec, batch: int = 2) -> torch.Tensor:
+    if spec.dtype == "int64":
+        return torch.ones((batch, *spec.shape), dtype=torch.int64)
+    return torch.zeros((batch, *spec.shape), dtype=torch.float32)
+
+
+def read_onnx_meta(path: str | Path) -> dict[str, Any]:
+    """The modelpress metadata embedded in an ONNX file ({} if none)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    return json.loads(props[META_KEY]) if META_KEY in props else {}
+
+
+def write_onnx_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Set the metadata of an ONNX file in place (its external data, if any, is untouched)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    kept = [p for p in proto.metadata_props if p.key != META_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=META_KEY, value=json.dumps(meta))
+    onnx.save(proto, str(path))
+
+
+def onnx_files(path: Path) -> tuple[Path, ...]:
+    """The .onnx file and every external data file it references."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    names = {
+        entry.value
+        for init in proto.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL
+        for entry in init.external_data
+        if entry.key == "location"
+    }
+    return (path, *sorted(path.parent / n for n in names))
+
+
+def export_onnx(
+    model: nn.Module,
+    spec: InputSpec,
+    dest: str | Path,
+    meta: dict[str, Any],
+    *,
+    opset: int | None = None,
+    parent_id: str = "",
+) -> Artifact:
+    """Export ``model`` (eval mode) to ``dest`` atomically, batch dimension dynamic."""
+    dest = Path(dest)
+    model = model.eval()
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
+        out = Path(tmp) / dest.name
+        try:
+            with warnings.catch_warnings(), _quiet_exporter():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model,
+                    (example_batch(spec),),
+                    str(out),
+                    dynamo=True,
+                    verbose=False,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_shapes=({0: batch},),
+                    external_data=nbytes > EXTERNAL_DATA_BYTES,
+                    opset_version=opset,
+                )
+        except Exception as exc:  # the exporter raises many types; name the model and the op
+            raise BuildError(
+                f"ONNX export of {type(model).__name__} failed: {_first_line(exc)}"
+            ) from exc
+        write_onnx_meta(out, meta)
+        files = onnx_files(out)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for f in files[1:]:  # data first, then the graph that points at it
+            shutil.move(str(f), dest.parent / f.name)
+        shutil.move(str(out), dest)
+    art_id = stage_id(parent_id, "onnx", {"precision": meta.get("precision"), "opset": opset})
+    return Artifact(path=dest, format="onnx", id=art_id, meta=meta, files=onnx_files(dest))
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's INFO/WARNING chatter (e.g. 'torchvision is not installed')."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,55 @@
+"""Deployment targets: one backend per file, behind the contract in :mod:`.base`.
+
+The registry maps names to factories and imports nothing heavy: each backend imports its runtime
+inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Availability, Runner, Target, TargetInfo
+
+
+def _torch(**kw: Any) -> Target:
+    from .torch import TorchTarget
+
+    return TorchTarget(**kw)
+
+
+def _onnxruntime(**kw: Any) -> Target:
+    from .onnxruntime import OnnxRuntimeTarget
+
+    return OnnxRuntimeTarget(**kw)
+
+
+def _litert(**kw: Any) -> Target:
+    from .litert import LiteRTTarget
+
+    return LiteRTTarget(**kw)
+
+
+def _tensorrt(**kw: Any) -> Target:
+    from .tensorrt import TensorRTTarget
+
+    return TensorRTTarget(**kw)
+
+
+TARGETS: dict[str, Callable[..., Target]] = {
+    "torch": _torch,
+    "onnxruntime": _onnxruntime,
+    "litert": _litert,
+    "tensorrt": _tensorrt,
+}
+
+
+def get_target(name: str, **options: Any) -> Target:
+    """A target by registry name; ``options`` go to its config (threads, device, ...)."""
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+    return TARGETS[name](**options)
+
+
+__all__ = ["TARGETS", "Availability", "Runner", "Target", "TargetInfo", "get_target"]

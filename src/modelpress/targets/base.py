@@ -1,0 +1,113 @@
+"""The target contract: availability, build, load, describe.
+
+- ``availability()`` says whether the runtime can run here, and if not why and which pip extra
+  to install (``TargetUnavailable`` carries the same words when a build or load is attempted);
+- ``build(artifact, precision, calib, out_dir)`` turns a ``torch`` checkpoint artifact (or, for
+  some backends, an ``onnx`` one) into files on disk with embedded metadata;
+- ``load(artifact)`` returns a :class:`Runner` whose ``predict(x)`` maps a batch (numpy, the
+  dtype of the input spec) to logits (numpy float32), checking shape and dtype first;
+- ``describe()`` reports runtime versions, device and threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..data.base import InputSpec
+from ..errors import ConfigError, TargetUnavailable
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+    extra: str = ""  # the pip extra that brings the runtime, e.g. "tflite"
+
+    def require(self, target: str) -> None:
+        """Raise TargetUnavailable unless ok."""
+        if not self.ok:
+            hint = (
+                f"; install it with: pip install 'modelpress[{self.extra}]'" if self.extra else ""
+            )
+            raise TargetUnavailable(f"target {target} is unavailable: {self.reason}{hint}")
+
+    def __str__(self) -> str:
+        return "ok" if self.ok else f"unavailable: {self.reason}"
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    name: str
+    runtime: str
+    version: str
+    device: str
+    threads: int | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Runner:
+    """Runs one deployed artifact. Subclasses implement ``_run`` on a checked batch."""
+
+    def __init__(self, input_spec: InputSpec, target: str):
+        self.input_spec = input_spec
+        self.target = target
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise ConfigError(
+                f"{self.target}: predict expects a numpy array, got {type(x).__name__}"
+            )
+        want = self.input_spec.shape
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise ConfigError(
+                f"{self.target}: input shape {tuple(x.shape)} does not match the model's (batch, {', '.join(map(str, want))})"
+            )
+        dtype = np.dtype(self.input_spec.dtype)
+        if x.dtype != dtype:
+            if np.issubdtype(dtype, np.integer) != np.issubdtype(x.dtype, np.integer):
+                raise ConfigError(
+                    f"{self.target}: input dtype {x.dtype} cannot stand for {dtype}; convert the data first"
+                )
+            x = x.astype(dtype)
+        return np.ascontiguousarray(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits (float32, (batch, classes)) for a batch of inputs."""
+        return self._run(self.check_input(x))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the runtime's resources (sessions, interpreters, engines)."""
+
+
+@runtime_checkable
+class Target(Protocol):
+    name: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]]
+
+    def availability(self) -> Availability: ...
+
+    def build(
+        self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
+    ) -> Artifact: ...
+
+    def load(self, art: Artifact) -> Runner: ...
+
+    def describe(self) -> TargetInfo: ...
+
+
+def check_precision(target: Target, precision: str) -> None:
+    if precision not in target.precisions:
+        raise ConfigError(
+            f"target {target.name} does not build precision {precision!r}; choose one of {target.precisions}"
+        )
