@@ -36,6 +36,26 @@ class Artifact:
     meta: Mapping[str, Any] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for results files and worker subprocesses)."""
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "id": self.id,
+            "meta": dict(self.meta),
+            "files": [str(f) for f in self.files],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Artifact:
+        return cls(
+            path=Path(d["path"]),
+            format=d["format"],
+            id=d["id"],
+            meta=dict(d.get("meta", {})),
+            files=tuple(Path(f) for f in d.get("files", ())),
+        )
+
     @property
     def size_bytes(self) -> int:
         """Bytes on disk of every file of the artifact."""
