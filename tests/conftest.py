@@ -39,3 +39,28 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
+
+
+TEST_EPOCHS = {"resnet8": 6, "mobilenet": 8, "gru": 12, "lstm": 12, "vit": 15, "transformer": 12}
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory):
+    """``trained_checkpoint(name)`` -> (Artifact, DataBundle): a briefly trained registry model
+    saved as a checkpoint, cached for the session (shared by the target tests)."""
+    from modelpress.baselines import fit
+    from modelpress.checkpoint import save_trained
+    from modelpress.data import load_dataset
+    from modelpress.models import MODELS
+
+    cache: dict = {}
+    folder = tmp_path_factory.mktemp("trained")
+
+    def get(name: str):
+        if name not in cache:
+            data = load_dataset("digits", view=MODELS[name].input_kinds[0])
+            result = fit(name, data, epochs=TEST_EPOCHS[name], seed=0)
+            cache[name] = (save_trained(folder / f"{name}.safetensors", result.model, data), data)
+        return cache[name]
+
+    return get

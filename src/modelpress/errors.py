@@ -28,6 +28,10 @@ class CheckpointError(ModelPressError):
     """A checkpoint cannot be read, or its config does not match its weights."""
 
 
+class ArtifactError(ModelPressError):
+    """A deployed artifact (.onnx, .tflite, engine) is missing, truncated or corrupt."""
+
+
 class BuildError(ModelPressError):
     """A pass or target could not build its artifact."""
 

@@ -69,6 +69,34 @@ def write_onnx_meta(path: Path, meta: dict[str, Any]) -> None:
     onnx.save(proto, str(path))
 
 
+def compact_onnx(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces, FX nodes: ~30 KB on the
+    digits CNN, 10 % of its fp32 size) and name each node after the module that made it
+    (``blocks.0.conv1.0/Conv``), so per-layer reports name torch layers."""
+    import ast
+    from collections import Counter
+
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    seen: Counter = Counter()
+    for node in proto.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        scopes = props.get("pkg.torch.onnx.name_scopes")
+        if scopes:
+            try:
+                parts = [p for p in ast.literal_eval(scopes)[:-1] if p]
+            except (ValueError, SyntaxError):
+                parts = []
+            base = f"{parts[-1] if parts else 'model'}/{node.op_type}"
+            seen[base] += 1
+            node.name = base if seen[base] == 1 else f"{base}_{seen[base] - 1}"
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del proto.graph.metadata_props[:]
+    onnx.save(proto, str(path))
+
+
 def onnx_files(path: Path) -> tuple[Path, ...]:
     """The .onnx file and every external data file it references."""
     import onnx
@@ -119,6 +147,7 @@ def export_onnx(
             raise BuildError(
                 f"ONNX export of {type(model).__name__} failed: {_first_line(exc)}"
             ) from exc
+        compact_onnx(out)
         write_onnx_meta(out, meta)
         files = onnx_files(out)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,7 @@ class LayerDivergence:
     sqnr_db: float  # signal-to-quantization-noise ratio of its output; lower is worse
     max_abs_diff: float
     op: str = ""  # op type in the deployed graph, where known
+    sqnr_drop_db: float | None = None  # SQNR lost at this layer (input SQNR - output SQNR)
 
 
 @dataclass
@@ -92,8 +93,14 @@ class LocalisationReport:
     layers: list[LayerDivergence] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def ranked(self) -> list[LayerDivergence]:
+        """Worst first: by SQNR lost at the layer where known, else by output SQNR."""
+        if any(d.sqnr_drop_db is not None for d in self.layers):
+            return sorted(self.layers, key=lambda d: -(d.sqnr_drop_db or 0.0))
+        return sorted(self.layers, key=lambda d: d.sqnr_db)
+
     def worst(self, k: int = 3) -> list[LayerDivergence]:
-        return sorted(self.layers, key=lambda d: d.sqnr_db)[:k]
+        return self.ranked()[:k]
 
     def summary(self) -> str:
         if not self.layers:
@@ -106,7 +113,7 @@ class LocalisationReport:
             "target": self.target,
             "precision": self.precision,
             "notes": self.notes,
-            "layers": [asdict(d) for d in sorted(self.layers, key=lambda d: d.sqnr_db)],
+            "layers": [asdict(d) for d in self.ranked()],
         }
 
 

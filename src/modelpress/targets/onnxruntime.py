@@ -1,0 +1,432 @@
+"""ONNX Runtime on CPU: export (dynamo, dynamic batch), then fp32 / fp16 / int8 builds.
+
+Precisions:
+- ``fp32``: the exported graph; ORT applies its graph optimisations at load time.
+- ``fp16``: weights and compute in half precision, float32 input/output kept (``keep_io_types``);
+  built only if a session really runs it here.
+- ``dynamic_int8``: int8 weights, activations quantized on the fly (suits RNN / transformer
+  MatMuls); the ops ORT leaves in float are listed in the artifact's notes.
+- ``int8``: static QDQ, per-channel int8 weights, activations calibrated on the calibration
+  split with MinMax, Entropy or Percentile.
+- ``qdq``: an ONNX artifact that already holds QuantizeLinear/DequantizeLinear (from QAT)
+  passes through as it is.
+
+>>> target = OnnxRuntimeTarget(threads=2)                              # doctest: +SKIP
+>>> art = target.build(checkpoint_artifact, "int8", data.calibration(256), Path("out"))
+>>> target.load(art).predict(data.test.x[:32]).shape
+(32, 10)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifact import Artifact, stage_id
+from ..data.base import InputSpec
+from ..errors import ArtifactError, BuildError, ConfigError
+from ..export import deployment_meta, export_onnx, onnx_files, read_onnx_meta, write_onnx_meta
+from .base import Availability, Runner, TargetInfo, check_precision
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+FLOAT_COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
+
+
+@dataclass(frozen=True)
+class OrtConfig:
+    threads: int | None = None  # intra-op threads; None lets ORT decide
+    optimization: str = "all"  # graph optimisation level at load time
+    calibration: str = "minmax"  # int8 static: minmax | entropy | percentile
+    per_channel: bool = True  # int8: per-channel weight scales
+    activation_type: str = "uint8"  # int8 static activations: uint8 (U8S8) | int8 (S8S8)
+    quant_format: str = (
+        "qdq"  # int8 static: qdq (portable, TensorRT reads it) | qoperator (smaller, ORT only)
+    )
+    percentile: float = 99.999  # for calibration="percentile"
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"onnxruntime threads must be >= 1, got {self.threads}")
+        if self.optimization not in OPT_LEVELS:
+            raise ConfigError(
+                f"onnxruntime optimization {self.optimization!r} is unknown; choose one of {OPT_LEVELS}"
+            )
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(
+                f"calibration {self.calibration!r} is unknown; choose one of {CALIBRATIONS}"
+            )
+        if self.activation_type not in ("uint8", "int8"):
+            raise ConfigError(
+                f"activation_type must be uint8 or int8, got {self.activation_type!r}"
+            )
+        if self.quant_format not in ("qdq", "qoperator"):
+            raise ConfigError(f"quant_format must be qdq or qoperator, got {self.quant_format!r}")
+        if not 90.0 <= self.percentile < 100.0:
+            raise ConfigError(f"percentile must be in [90, 100), got {self.percentile}")
+
+
+@contextmanager
+def _quiet():
+    """ORT's quantization tools log every node at INFO/WARNING; keep the console for errors."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class _CalibReader:
+    """onnxruntime.quantization.CalibrationDataReader over a numpy array, in batches."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int = 32):
+        self.batches = [{name: x[i : i + batch]} for i in range(0, len(x), batch)]
+        self.pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.batches):
+            return None
+        self.pos += 1
+        return self.batches[self.pos - 1]
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def __iter__(self):
+        self.rewind()
+        return iter(self.batches)
+
+
+def op_counts(path: Path) -> Counter:
+    import onnx
+
+    return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+class OrtRunner(Runner):
+    def __init__(self, session: Any, input_spec: InputSpec):
+        super().__init__(input_spec, "onnxruntime")
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
+
+
+class OnnxRuntimeTarget:
+    name: ClassVar[str] = "onnxruntime"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "dynamic_int8", "int8", "qdq")
+
+    def __init__(self, **options: Any):
+        self.cfg = OrtConfig(**options)
+
+    def availability(self) -> Availability:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return Availability(False, f"onnxruntime is not installed ({exc})", extra="")
+        return Availability(True)
+
+    # -- build -------------------------------------------------------------------------------
+    def build(
+        self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
+    ) -> Artifact:
+        check_precision(self, precision)
+        self.availability().require(self.name)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = art.meta.get("model", {}).get("name", art.path.stem.split(".")[0])
+        dest = out_dir / f"{name}.{precision}.onnx"
+        meta = deployment_meta(
+            dict(art.meta), target=self.name, precision=precision, ort=self._cfg_meta(precision)
+        )
+        if precision == "qdq":
+            return self._pass_through_qdq(art, dest, meta)
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            fp32 = self._float_onnx(art, Path(tmp), meta)
+            if precision == "fp32":
+                built = fp32
+            elif precision == "fp16":
+                built = self._fp16(fp32, Path(tmp) / dest.name)
+            elif precision == "dynamic_int8":
+                built = self._dynamic_int8(fp32, Path(tmp) / dest.name, meta)
+            else:
+                built = self._static_int8(fp32, Path(tmp) / dest.name, calib, meta, out_dir, name)
+            write_onnx_meta(built, meta)
+            self._check_runs(built)
+            files = _move_onnx(built, dest)
+        art_id = stage_id(art.id, f"{self.name}:{precision}", self._cfg_meta(precision))
+        return Artifact(path=dest, format="onnx", id=art_id, meta=meta, files=files)
+
+    def _cfg_meta(self, precision: str) -> dict[str, Any]:
+        cfg = asdict(self.cfg)
+        cfg.pop("threads")  # a load-time setting: it does not change the file
+        return cfg if precision == "int8" else {"optimization": cfg["optimization"]}
+
+    def _float_onnx(self, art: Artifact, tmp: Path, meta: dict[str, Any]) -> Path:
+        if art.format == "onnx":
+            dest = tmp / art.path.name
+            for f in onnx_files(art.path):
+                shutil.copy2(f, tmp / f.name)
+            return dest
+        if art.format != "torch":
+            raise ConfigError(
+                f"onnxruntime builds from a torch checkpoint or an .onnx file, not {art.format}"
+            )
+        from ..checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(art.path)
+        return export_onnx(
+            ckpt.model, ckpt.input_spec, tmp / "model.fp32.onnx", meta, parent_id=art.id
+        ).path
+
+    def _fp16(self, fp32: Path, dest: Path) -> Path:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with _quiet():
+            proto = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        onnx.save(proto, str(dest))
+        return dest
+
+    def _dynamic_int8(self, fp32: Path, dest: Path, meta: dict[str, Any]) -> Path:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        short_tensor_names(fp32)
+        with _quiet():
+            quantize_dynamic(
+                str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=self.cfg.per_channel
+            )
+        meta["notes"] = _float_leftovers(dest)
+        return dest
+
+    def _static_int8(
+        self,
+        fp32: Path,
+        dest: Path,
+        calib: np.ndarray | None,
+        meta: dict[str, Any],
+        out_dir: Path,
+        name: str,
+    ) -> Path:
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        if calib is None or len(calib) == 0:
+            raise ConfigError(
+                "onnxruntime int8 needs calibration data: pass data.calibration(n) as calib"
+            )
+        prep = dest.with_name(f"{name}.fp32-prep.onnx")
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[self.cfg.calibration]
+        act = QuantType.QUInt8 if self.cfg.activation_type == "uint8" else QuantType.QInt8
+        extra = {"ActivationSymmetric": self.cfg.activation_type == "int8"}
+        if self.cfg.calibration == "percentile":
+            extra["CalibPercentile"] = self.cfg.percentile
+        try:
+            with _quiet():
+                quant_pre_process(str(fp32), str(prep))
+                short_tensor_names(prep)
+                quantize_static(
+                    str(prep),
+                    str(dest),
+                    _CalibReader(_input_name(prep), calib),
+                    quant_format=QuantFormat.QDQ
+                    if self.cfg.quant_format == "qdq"
+                    else QuantFormat.QOperator,
+                    per_channel=self.cfg.per_channel,
+                    activation_type=act,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=method,
+                    extra_options=extra,
+                )
+        except Exception as exc:
+            raise BuildError(
+                f"onnxruntime int8 quantization failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        # the float twin, with the same tensor names, for per-layer localisation of divergence
+        reference = out_dir / prep.name
+        shutil.copy2(prep, reference)
+        meta["float_reference"] = reference.name
+        meta["notes"] = _float_leftovers(dest)
+        return dest
+
+    def _pass_through_qdq(self, art: Artifact, dest: Path, meta: dict[str, Any]) -> Artifact:
+        if art.format != "onnx" or not op_counts(art.path)["QuantizeLinear"]:
+            raise ConfigError(
+                "precision 'qdq' passes through an ONNX file with QuantizeLinear nodes (from QAT)"
+            )
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            copy = Path(tmp) / dest.name
+            for f in onnx_files(art.path):
+                shutil.copy2(f, Path(tmp) / (dest.name if f == art.path else f.name))
+            write_onnx_meta(copy, meta)
+            self._check_runs(copy)
+            files = _move_onnx(copy, dest)
+        return Artifact(
+            path=dest,
+            format="onnx",
+            id=stage_id(art.id, "onnxruntime:qdq", {}),
+            meta=meta,
+            files=files,
+        )
+
+    def _check_runs(self, path: Path) -> None:
+        """A build is only done when ORT can create a session for it (names the op if not)."""
+        self._session(path)
+
+    # -- load ----------------------------------------------------------------------------------
+    def _session(self, path: Path) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.cfg.optimization]
+        if self.cfg.threads:
+            opts.intra_op_num_threads = self.cfg.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            return ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # InvalidProtobuf, NotImplemented, Fail, ...
+            raise _load_error(path, exc) from exc
+
+    def load(self, art: Artifact) -> OrtRunner:
+        self.availability().require(self.name)
+        path = Path(art.path)
+        if not path.is_file():
+            raise ArtifactError(f"ONNX file {path} does not exist; build it first")
+        meta = art.meta or read_onnx_meta(path)
+        if "input_spec" not in meta:
+            raise ArtifactError(
+                f"{path} carries no modelpress metadata (input spec); build it with modelpress"
+            )
+        return OrtRunner(self._session(path), InputSpec.from_dict(meta["input_spec"]))
+
+    def describe(self) -> TargetInfo:
+        import onnxruntime as ort
+
+        return TargetInfo(
+            name=self.name,
+            runtime="onnxruntime",
+            version=ort.__version__,
+            device="cpu",
+            threads=self.cfg.threads,
+            details={"optimization": self.cfg.optimization, "providers": ["CPUExecutionProvider"]},
+        )
+
+
+def short_tensor_names(path: Path) -> None:
+    """Rename weights and intermediate tensors to short ids (``w0``, ``t0``) in place.
+
+    The quantizer derives five names from every tensor (``_quantized``, ``_scale``, ...), so on
+    a small model long names cost ~10 % of the int8 file. Graph inputs/outputs and node names
+    (which carry the torch module path) are kept, so reports still name layers.
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    g = proto.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output} | {""}
+    mapping = {init.name: f"w{i}" for i, init in enumerate(g.initializer) if init.name not in keep}
+    produced = [o for n in g.node for o in n.output if o not in keep and o not in mapping]
+    mapping.update({name: f"t{i}" for i, name in enumerate(dict.fromkeys(produced))})
+    for init in g.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for node in g.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for vi in g.value_info:
+        vi.name = mapping.get(vi.name, vi.name)
+    onnx.save(proto, str(path))
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+def _float_leftovers(path: Path) -> list[str]:
+    """Say which compute ops quantization left in float (never a silent partial quantization).
+
+    A compute op counts as quantized when it was replaced by an integer op (QLinearConv,
+    MatMulInteger, ...) or, in QDQ graphs, when one of its inputs comes from DequantizeLinear.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    left = Counter(
+        n.op_type
+        for n in graph.node
+        if n.op_type in FLOAT_COMPUTE_OPS and not any(i in dq_outputs for i in n.input)
+    )
+    if not left:
+        return []
+    where = ", ".join(f"{op} x{k}" for op, k in sorted(left.items()))
+    return [f"left in float by onnxruntime quantization: {where}"]
+
+
+def _move_onnx(src: Path, dest: Path) -> tuple[Path, ...]:
+    files = onnx_files(src)
+    for f in files[1:]:
+        shutil.move(str(f), dest.parent / f.name)
+    shutil.move(str(src), dest)
+    return onnx_files(dest)
+
+
+def _load_error(path: Path, exc: Exception) -> Exception:
+    text = str(exc)
+    if (
+        "implementation for" in text
+        or "NOT_IMPLEMENTED" in text
+        or "not a registered function/op" in text
+    ):
+        op = _op_in(text)
+        return BuildError(
+            f"onnxruntime cannot run op {op} in {path.name}: {text.splitlines()[0][:300]}"
+        )
+    return ArtifactError(
+        f"onnxruntime cannot load {path}: {text.splitlines()[0][:300] if text else type(exc).__name__}; "
+        "the file is truncated or corrupt: rebuild it"
+    )
+
+
+def _op_in(text: str) -> str:
+    import re
+
+    for pattern in (
+        r"implementation for (\w+)\(",
+        r"node with name '[^']*' and op_type (\w+)",
+        r"Op type not registered '(\w+)'",
+        r"'(\w+)' is not a registered function/op",
+    ):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1)
+    return "(unknown op)"

@@ -1,0 +1,254 @@
+"""TensorRT on CUDA: a serialized engine built from the ONNX artifact with the TensorRT Python API.
+
+Precisions: ``fp32``; ``fp16`` (builder flag); ``int8`` from a QDQ ONNX graph (explicit
+quantization: TensorRT reads the QuantizeLinear/DequantizeLinear scales). From a torch
+checkpoint, int8 first builds that QDQ graph with ONNX Runtime's static quantizer, symmetric
+int8 activations as TensorRT requires; a QAT QDQ ``.onnx`` artifact is used as it is.
+
+An optimisation profile covers the dynamic batch (min 1, opt ``opt_batch``, max ``max_batch``).
+The runner uses torch CUDA tensors as device buffers and TensorRT 10's name-based tensor API
+(``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``).
+
+Without CUDA or without the ``tensorrt`` package, :meth:`availability` says why and every build or
+load raises :class:`~modelpress.errors.TargetUnavailable` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifact import Artifact, stage_id
+from ..data.base import InputSpec
+from ..errors import ArtifactError, BuildError, ConfigError
+from ..export import deployment_meta, export_onnx
+from ..fsutil import atomic_write_bytes, atomic_write_text
+from .base import Availability, Runner, TargetInfo, check_precision
+
+
+@dataclass(frozen=True)
+class TrtConfig:
+    device: int = 0
+    opt_batch: int = 32
+    max_batch: int = 256
+    workspace_mib: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.opt_batch <= self.max_batch:
+            raise ConfigError(
+                f"need 1 <= opt_batch <= max_batch, got {self.opt_batch}, {self.max_batch}"
+            )
+        if self.workspace_mib < 16 or self.device < 0:
+            raise ConfigError("workspace_mib must be >= 16 and device >= 0")
+
+
+def _trt_logger():
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.ERROR)
+
+
+class TrtRunner(Runner):
+    def __init__(self, engine: Any, input_spec: InputSpec, device: int):
+        super().__init__(input_spec, "tensorrt")
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda", device)
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        import tensorrt as trt
+
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.stream = torch.cuda.Stream(device=self.device)
+        self.max_batch = engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0]
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        outs = [
+            self._run_chunk(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)
+        ]
+        return np.concatenate(outs)
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        xin = torch.from_numpy(x).to(self.device)
+        name = self.inputs[0]
+        self.context.set_input_shape(name, tuple(xin.shape))
+        self.context.set_tensor_address(name, xin.data_ptr())
+        out_name = self.outputs[0]
+        shape = tuple(self.context.get_tensor_shape(out_name))
+        out = torch.empty(shape, dtype=torch.float32, device=self.device)
+        self.context.set_tensor_address(out_name, out.data_ptr())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise BuildError("tensorrt: execute_async_v3 failed")
+        self.stream.synchronize()
+        return out.cpu().numpy()
+
+
+class TensorRTTarget:
+    name: ClassVar[str] = "tensorrt"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+
+    def __init__(self, **options: Any):
+        self.cfg = TrtConfig(**options)
+
+    def availability(self) -> Availability:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return Availability(False, "the tensorrt package is not installed", extra="tensorrt")
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a core dependency
+            return Availability(False, "torch is not installed")
+        if not torch.cuda.is_available():
+            return Availability(
+                False, "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+            )
+        if self.cfg.device >= torch.cuda.device_count():
+            return Availability(False, f"CUDA device {self.cfg.device} does not exist")
+        return Availability(True)
+
+    def build(
+        self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
+    ) -> Artifact:
+        check_precision(self, precision)
+        self.availability().require(self.name)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = art.meta.get("model", {}).get("name", art.path.stem.split(".")[0])
+        meta = deployment_meta(
+            dict(art.meta),
+            target=self.name,
+            precision=precision,
+            tensorrt={"opt_batch": self.cfg.opt_batch, "max_batch": self.cfg.max_batch},
+        )
+        spec = InputSpec.from_dict(meta["input_spec"])
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            onnx_path = self._onnx_for(art, precision, calib, Path(tmp))
+            engine_bytes = self._build_engine(onnx_path, spec, precision)
+        dest = out_dir / f"{name}.{precision}.engine"
+        atomic_write_bytes(dest, engine_bytes)
+        side = dest.with_name(dest.name + ".json")
+        atomic_write_text(side, json.dumps(meta, indent=2))
+        art_id = stage_id(
+            art.id, f"tensorrt:{precision}", {"opt": self.cfg.opt_batch, "max": self.cfg.max_batch}
+        )
+        return Artifact(path=dest, format="tensorrt", id=art_id, meta=meta, files=(dest, side))
+
+    def _onnx_for(self, art: Artifact, precision: str, calib: np.ndarray | None, tmp: Path) -> Path:
+        """The ONNX graph TensorRT parses: float for fp32/fp16, QDQ for int8."""
+        from .onnxruntime import OnnxRuntimeTarget, op_counts
+
+        if art.format == "onnx":
+            has_qdq = bool(op_counts(art.path)["QuantizeLinear"])
+            if precision == "int8" and not has_qdq:
+                return self._qdq_from_onnx(art, calib, tmp)
+            target = tmp / art.path.name
+            shutil.copy2(art.path, target)
+            for extra in art.files[1:]:
+                shutil.copy2(extra, tmp / Path(extra).name)
+            return target
+        if art.format != "torch":
+            raise ConfigError(
+                f"tensorrt builds from a torch checkpoint or an .onnx file, not {art.format}"
+            )
+        if precision == "int8":
+            qdq = OnnxRuntimeTarget(activation_type="int8", per_channel=True)
+            return qdq.build(art, "int8", calib, tmp).path
+        from ..checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(art.path)
+        meta = deployment_meta(dict(art.meta), target=self.name, precision=precision)
+        return export_onnx(
+            ckpt.model, ckpt.input_spec, tmp / "model.onnx", meta, parent_id=art.id
+        ).path
+
+    def _qdq_from_onnx(self, art: Artifact, calib: np.ndarray | None, tmp: Path) -> Path:
+        from .onnxruntime import OnnxRuntimeTarget
+
+        return OnnxRuntimeTarget(activation_type="int8").build(art, "int8", calib, tmp).path
+
+    def _build_engine(self, onnx_path: Path, spec: InputSpec, precision: str) -> bytes:
+        import tensorrt as trt
+
+        logger = _trt_logger()
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise BuildError(f"tensorrt cannot parse the ONNX graph: {'; '.join(errors)[:400]}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.cfg.workspace_mib << 20)
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+        profile = builder.create_optimization_profile()
+        name = network.get_input(0).name
+        sample = tuple(spec.shape)
+        profile.set_shape(
+            name, (1, *sample), (self.cfg.opt_batch, *sample), (self.cfg.max_batch, *sample)
+        )
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BuildError(
+                f"tensorrt could not build a {precision} engine from {onnx_path.name} (see the log above)"
+            )
+        return bytes(serialized)
+
+    def load(self, art: Artifact) -> TrtRunner:
+        self.availability().require(self.name)
+        import tensorrt as trt
+        import torch
+
+        path = Path(art.path)
+        if not path.is_file():
+            raise ArtifactError(f"TensorRT engine {path} does not exist; build it first")
+        meta = dict(art.meta) or read_engine_meta(path)
+        torch.cuda.set_device(self.cfg.device)
+        engine = trt.Runtime(_trt_logger()).deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise ArtifactError(
+                f"tensorrt cannot deserialize {path}: truncated, corrupt, or built by another TensorRT "
+                "version or GPU; rebuild it on this machine"
+            )
+        return TrtRunner(engine, InputSpec.from_dict(meta["input_spec"]), self.cfg.device)
+
+    def describe(self) -> TargetInfo:
+        version, device = "not installed", "none"
+        try:
+            import tensorrt as trt
+
+            version = trt.__version__
+        except ImportError:
+            pass
+        import torch
+
+        if torch.cuda.is_available():
+            device = torch.cuda.get_device_name(self.cfg.device)
+        return TargetInfo(
+            name=self.name,
+            runtime="tensorrt",
+            version=version,
+            device=device,
+            threads=None,
+            details={"opt_batch": self.cfg.opt_batch, "max_batch": self.cfg.max_batch},
+        )
+
+
+def read_engine_meta(path: Path) -> dict[str, Any]:
+    side = Path(path).with_name(Path(path).name + ".json")
+    if not side.is_file():
+        raise ArtifactError(f"{side} is missing: an engine needs its metadata file beside it")
+    return json.loads(side.read_text())
