@@ -15,14 +15,15 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .artifact import Artifact, stage_id
 from .data.base import InputSpec
 from .errors import BuildError
+
+if TYPE_CHECKING:  # torch is imported where a model is exported, not to read metadata
+    import torch
+    from torch import nn
 
 META_KEY = "modelpress"
 EXTERNAL_DATA_BYTES = 1 << 30  # above this many parameter bytes, keep weights outside the proto
@@ -43,6 +44,8 @@ def deployment_meta(
 
 
 def example_batch(spec: InputSpec, batch: int = 2) -> torch.Tensor:
+    import torch
+
     if spec.dtype == "int64":
         return torch.ones((batch, *spec.shape), dtype=torch.int64)
     return torch.zeros((batch, *spec.shape), dtype=torch.float32)
@@ -122,6 +125,8 @@ def export_onnx(
     parent_id: str = "",
 ) -> Artifact:
     """Export ``model`` (eval mode) to ``dest`` atomically, batch dimension dynamic."""
+    import torch
+
     dest = Path(dest)
     model = model.eval()
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -19,6 +19,7 @@ Precisions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ from .base import Availability, Runner, TargetInfo, check_precision
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
+COMPUTE_PREFIXES = ("Conv", "Gemm", "MatMul", "LSTM", "GRU")
 FLOAT_COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")
 
 
@@ -48,9 +50,9 @@ class OrtConfig:
     calibration: str = "minmax"  # int8 static: minmax | entropy | percentile
     per_channel: bool = True  # int8: per-channel weight scales
     activation_type: str = "uint8"  # int8 static activations: uint8 (U8S8) | int8 (S8S8)
-    quant_format: str = (
-        "qdq"  # int8 static: qdq (portable, TensorRT reads it) | qoperator (smaller, ORT only)
-    )
+    # int8 static: qdq (portable, TensorRT reads it) | qoperator (smaller, ORT only)
+    quant_format: str = "qdq"
+    exclude: tuple[str, ...] = ()  # int8: torch module paths kept in float (see sensitivity)
     percentile: float = 99.999  # for calibration="percentile"
 
     def __post_init__(self) -> None:
@@ -68,6 +70,7 @@ class OrtConfig:
             raise ConfigError(
                 f"activation_type must be uint8 or int8, got {self.activation_type!r}"
             )
+        object.__setattr__(self, "exclude", tuple(self.exclude))
         if self.quant_format not in ("qdq", "qoperator"):
             raise ConfigError(f"quant_format must be qdq or qoperator, got {self.quant_format!r}")
         if not 90.0 <= self.percentile < 100.0:
@@ -121,6 +124,11 @@ class OrtRunner(Runner):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
+
+    def prepare(self, x: np.ndarray):
+        """A zero-argument call on a fixed, checked batch (the benchmark's timed loop)."""
+        feeds = {self.input_name: self.check_input(x)}
+        return functools.partial(self.session.run, None, feeds)
 
 
 class OnnxRuntimeTarget:
@@ -245,6 +253,7 @@ class OnnxRuntimeTarget:
             with _quiet():
                 quant_pre_process(str(fp32), str(prep))
                 short_tensor_names(prep)
+                excluded = nodes_of_modules(prep, self.cfg.exclude)
                 quantize_static(
                     str(prep),
                     str(dest),
@@ -257,6 +266,7 @@ class OnnxRuntimeTarget:
                     weight_type=QuantType.QInt8,
                     calibrate_method=method,
                     extra_options=extra,
+                    nodes_to_exclude=excluded,
                 )
         except Exception as exc:
             raise BuildError(
@@ -338,6 +348,29 @@ class OnnxRuntimeTarget:
             threads=self.cfg.threads,
             details={"optimization": self.cfg.optimization, "providers": ["CPUExecutionProvider"]},
         )
+
+
+def nodes_of_modules(path: Path, modules: tuple[str, ...]) -> list[str]:
+    """Names of the graph nodes made by the torch modules at ``modules`` (export names nodes
+    ``<module scope>/<Op>``; a conv folded with its BatchNorm carries the BN's scope, so a path
+    inside a Sequential also matches its siblings: ``blocks.0.conv1.0`` -> ``blocks.0.conv1.*``)."""
+    import onnx
+
+    if not modules:
+        return []
+    names = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+    picked, unmatched = [], []
+    for module in modules:
+        hits = [n for n in names if n.startswith(f"{module}/")]
+        parent, _, last = module.rpartition(".")
+        if not hits and parent and last.isdigit():  # folded into a sibling (conv + BN)
+            hits = [n for n in names if n.startswith(f"{parent}.") and n.split("/")[-1].startswith(COMPUTE_PREFIXES)]
+        picked += hits
+        if not hits:
+            unmatched.append(module)
+    if unmatched:
+        raise ConfigError(f"exclude: no ONNX node comes from module(s) {unmatched}; node names: {names[:8]} ...")
+    return sorted(set(picked))
 
 
 def short_tensor_names(path: Path) -> None:

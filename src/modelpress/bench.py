@@ -1,0 +1,391 @@
+"""Benchmark harness: every (artifact, target) measured in a fresh subprocess.
+
+For each :class:`BenchJob` the harness (optionally) builds the artifact with its target in one
+worker process, then loads, validates and times it in another (:mod:`modelpress.bench_worker`):
+load time; accuracy and parity on the real test split, on the runtime itself; per-call latency
+at batch 1 and a larger batch (p50/p90/p99 over at least ``min_calls`` calls AND at least
+``min_seconds``, MLPerf-style, warm-up excluded, raw samples kept); throughput; peak memory of the
+worker; bytes on disk; thread settings. A target that fails is a ``failed`` row with its reason;
+an unavailable runtime is a ``skipped`` row; neither stops the table.
+
+>>> from modelpress.bench import BenchJob, BenchSettings, benchmark       # doctest: +SKIP
+>>> from modelpress.checkpoint import load_checkpoint
+>>> art = load_checkpoint("runs/digits/resnet8.safetensors").artifact
+>>> res = benchmark([BenchJob(art, "onnxruntime", "fp32", {"threads": 1}, build=True)],
+...                 BenchSettings(min_seconds=1.0))
+>>> res.records[0].latency[0].p50_ms
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifact import Artifact
+from .errors import ConfigError, ModelPressError, one_line
+from .results import Environment, Record, Results, new_results
+
+LIBRARIES = (
+    "modelpress",
+    "numpy",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "litert-torch",
+    "tensorrt",
+)
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How to measure. Defaults follow MLPerf's idea of a minimum count AND a minimum duration."""
+
+    batch_sizes: tuple[int, ...] = (1, 32)
+    warmup_calls: int = 10
+    warmup_seconds: float = 0.2
+    min_calls: int = 200
+    min_seconds: float = 2.0
+    keep_samples: int = 5000  # raw samples stored per batch size (evenly spaced in time)
+    validate: bool = True
+    timeout_s: float = 900.0  # per worker process
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch sizes must be positive integers, got {self.batch_sizes}")
+        object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        if self.min_calls < 1 or self.warmup_calls < 0 or self.keep_samples < 1:
+            raise ConfigError("min_calls and keep_samples must be >= 1 and warmup_calls >= 0")
+        if self.min_seconds < 0 or self.warmup_seconds < 0 or self.timeout_s <= 0:
+            raise ConfigError("min_seconds and warmup_seconds must be >= 0, timeout_s > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "batch_sizes": list(self.batch_sizes)}
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """One (artifact, target) to measure.
+
+    ``artifact`` is already built for ``target`` unless ``build`` is True, in which case it is
+    the torch checkpoint and the target builds ``precision`` from it first (in its own process,
+    into ``build_dir``). ``reference_logits`` is a ``.npy`` of the float model's test logits
+    (see :func:`reference_logits`) for agreement and accuracy drop. ``slowdown`` > 0 makes every
+    timed call that fraction slower (busy wait): only to check that a gate catches a regression.
+    """
+
+    artifact: Artifact
+    target: str
+    precision: str = "fp32"
+    target_options: Mapping[str, Any] = field(default_factory=dict)
+    build: bool = False
+    build_dir: Path | None = None
+    reference_logits: Path | None = None
+    model: str = ""  # default: the registry name in the artifact's metadata
+    family: str = ""  # default: the registry's family of that model
+    slowdown: float = 0.0
+
+    def __post_init__(self) -> None:
+        from .targets import TARGETS
+
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}; known: {', '.join(TARGETS)}")
+        if not 0.0 <= self.slowdown <= 10.0:
+            raise ConfigError(f"slowdown is a fraction in [0, 10], got {self.slowdown}")
+        if self.build and self.build_dir is None:
+            raise ConfigError("a job with build=True needs build_dir, where the target writes")
+        if not self.model:
+            name = (self.artifact.meta.get("model") or {}).get("name", "")
+            object.__setattr__(self, "model", name or self.artifact.path.stem)
+        if not self.family:
+            object.__setattr__(self, "family", _family(self.model))
+
+
+def _family(model: str) -> str:
+    from .models import MODELS
+
+    entry = MODELS.get(model)
+    return entry.family if entry else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect_environment() -> Environment:
+    """CPU model, cores, platform and library versions (from package metadata: no imports)."""
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return Environment(
+        cpu_model=_cpu_model(),
+        logical_cores=os.cpu_count() or 1,
+        usable_cores=usable or 1,
+        platform=platform.platform(),
+        python=platform.python_version(),
+        versions=versions,
+        env={k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+    )
+
+
+def run_worker(payload: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
+    """Run one worker process on ``payload``; a crash or timeout becomes a failed result."""
+    job_file = workdir / f"job-{time.monotonic_ns()}.json"
+    out_file = job_file.with_suffix(".out.json")
+    job_file.write_text(json.dumps(payload, default=str))
+    cmd = [sys.executable, "-m", "modelpress.bench_worker", str(job_file), str(out_file)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"worker timed out after {timeout_s:g} s"}
+    if not out_file.is_file():
+        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:]
+        why = f": {one_line(tail[0])}" if tail else ""
+        return {"status": "failed", "reason": f"worker died (exit {proc.returncode}){why}"}
+    return json.loads(out_file.read_text())
+
+
+def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float | None) -> Record:
+    """A results row; a job whose build did not happen has no size (not the source's size)."""
+    data_cfg = (art.meta.get("preprocessing") or {}).get("data_config") or {}
+    measured = {k: v for k, v in result.items() if k in Record.model_fields}
+    unbuilt = job.build and build_s is None
+    size = art.size_bytes if Path(art.path).exists() and not unbuilt else None
+    return Record(
+        **{
+            "model": job.model,
+            "family": job.family,
+            "target": job.target,
+            "precision": job.precision,
+            "artifact_id": art.id,
+            "artifact_path": str(art.path),
+            "format": art.format,
+            "dataset": data_cfg.get("name", ""),
+            "size_bytes": size,
+            "build_s": build_s,
+            "injected_slowdown": job.slowdown,
+            **measured,
+        }
+    )
+
+
+def unsupported_precision(job: BenchJob) -> str:
+    """Why ``job.target`` cannot build ``job.precision`` ('' if it can or cannot tell)."""
+    from .targets import get_target
+
+    try:
+        precisions = getattr(get_target(job.target, **job.target_options), "precisions", ())
+    except Exception:  # a backend that cannot even be created: its worker reports why in full
+        return ""
+    if precisions and job.precision not in precisions:
+        return f"target {job.target} does not build precision {job.precision!r}; it builds {precisions}"
+    return ""
+
+
+def run_job(job: BenchJob, settings: BenchSettings, workdir: Path) -> Record:
+    """Build (if asked) and measure one job, each step in a fresh process."""
+    art, build_s = job.artifact, None
+    if job.build:
+        why = unsupported_precision(job)
+        if why:
+            return _record(job, art, {"status": "skipped", "reason": why}, None)
+        built = run_worker(
+            {
+                "mode": "build",
+                "artifact": art.to_dict(),
+                "target": job.target,
+                "target_options": dict(job.target_options),
+                "precision": job.precision,
+                "out_dir": str(job.build_dir),
+            },
+            settings.timeout_s,
+            workdir,
+        )
+        if built["status"] != "ok":
+            return _record(job, art, built, None)
+        art, build_s = Artifact.from_dict(built["artifact"]), built["build_s"]
+    payload = {
+        "mode": "bench",
+        "artifact": art.to_dict(),
+        "target": job.target,
+        "target_options": dict(job.target_options),
+        "reference_logits": str(job.reference_logits) if job.reference_logits else None,
+        "slowdown": job.slowdown,
+        "settings": settings.to_dict(),
+    }
+    return _record(job, art, run_worker(payload, settings.timeout_s, workdir), build_s)
+
+
+def benchmark(
+    jobs: Sequence[BenchJob],
+    settings: BenchSettings | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Results:
+    """Measure every job, one after the other (never two at once: they would share the CPU)."""
+    settings = settings or BenchSettings()
+    records = []
+    with tempfile.TemporaryDirectory(prefix="modelpress-bench-") as tmp:
+        for i, job in enumerate(jobs, 1):
+            rec = run_job(job, settings, Path(tmp))
+            records.append(rec)
+            if log:
+                log(f"[{i}/{len(jobs)}] {rec.label}: {summary_line(rec)}")
+    return new_results(collect_environment(), records, settings.to_dict())
+
+
+def summary_line(rec: Record) -> str:
+    if rec.status != "ok":
+        return f"{rec.status}: {rec.reason}"
+    lat = ", ".join(f"p50 {x.p50_ms:.3f} ms at batch {x.batch}" for x in rec.latency)
+    acc = f", accuracy {rec.validation.accuracy:.4f}" if rec.validation else ""
+    return f"ok: {lat}{acc}"
+
+
+def reference_logits(checkpoint: Artifact, out: str | Path) -> Path:
+    """Save the float torch model's logits on its test split to ``out`` (``.npy``, atomic).
+
+    Runs in this process (it is not measured): the reference for agreement and accuracy drop.
+    """
+    import io
+
+    from .data import DataConfig, load_dataset
+    from .fsutil import atomic_write_bytes
+    from .targets import get_target
+    from .validate import predict_all
+
+    cfg = (checkpoint.meta.get("preprocessing") or {}).get("data_config")
+    if not cfg:
+        raise ConfigError(f"{checkpoint.path} does not record its data set; pass --no-validate")
+    data = load_dataset(DataConfig(**cfg))
+    logits = predict_all(get_target("torch").load(checkpoint), data.test.x)
+    buf = io.BytesIO()
+    np.save(buf, logits, allow_pickle=False)
+    return atomic_write_bytes(out, buf.getvalue())
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``modelpress bench`` (for cli.py's subparser)."""
+    p.add_argument("checkpoints", nargs="+", type=Path, help="trained .safetensors checkpoints")
+    p.add_argument("--targets", default="torch,onnxruntime", help="comma-separated target names")
+    p.add_argument("--precisions", default="fp32", help="comma-separated, e.g. fp32,dynamic_int8")
+    p.add_argument("--batch", type=int, default=32, help="batch size measured besides 1")
+    p.add_argument("--min-calls", type=int, default=200, help="timed calls per batch, at least")
+    p.add_argument(
+        "--min-seconds", type=float, default=2.0, help="timed seconds per batch, at least"
+    )
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
+    p.add_argument("--threads", type=int, help="intra-op threads for every target")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="results file")
+    p.add_argument("--build-dir", type=Path, help="where targets write (default: beside --out)")
+    p.add_argument("--report", type=Path, help="also write report.md and report.html here")
+    p.add_argument("--no-validate", action="store_true", help="skip accuracy and parity")
+    p.add_argument(
+        "--inject-slowdown",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="make every timed call this much slower (0.25 = 25 %%): checks that a gate fires",
+    )
+
+
+def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
+    from .checkpoint import read_meta
+
+    jobs = []
+    options = {"threads": a.threads} if a.threads else {}
+    for path in a.checkpoints:
+        meta, _ = read_meta(path)
+        art = Artifact(path=path, format="torch", id=meta.id, meta=meta.model_dump(), files=(path,))
+        ref = None
+        if not a.no_validate:
+            ref = reference_logits(art, build_dir / f"{art.id}.reference.npy")
+        for target in _csv(a.targets):
+            for precision in _csv(a.precisions):
+                out = build_dir / f"{meta.model.name}-{art.id}" / target / precision
+                jobs.append(
+                    BenchJob(
+                        art,
+                        target,
+                        precision,
+                        options,
+                        build=True,
+                        build_dir=out,
+                        reference_logits=ref,
+                        slowdown=a.inject_slowdown,
+                    )
+                )
+    return jobs
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    """Run ``modelpress bench``: 0 when at least one record is ok, 1 when none is."""
+    from .report import markdown_table, write_report
+    from .results import save_results
+
+    batches = (1,) if a.batch == 1 else (1, a.batch)
+    settings = BenchSettings(
+        batch_sizes=batches,
+        warmup_calls=a.warmup,
+        min_calls=a.min_calls,
+        min_seconds=a.min_seconds,
+        validate=not a.no_validate,
+    )
+    build_dir = a.build_dir or a.out.parent / "build"
+    res = benchmark(jobs_from_args(a, build_dir), settings, log=lambda s: print(s, file=sys.stderr))
+    save_results(res, a.out)
+    print(markdown_table(res))
+    print(f"results -> {a.out}")
+    if a.report:
+        md, page = write_report(res, a.report)
+        print(f"report -> {md}, {page}")
+    return 0 if any(r.status == "ok" for r in res.records) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modelpress.bench CHECKPOINT... [--targets ...]``."""
+    parser = argparse.ArgumentParser(prog="modelpress bench", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    try:
+        return cmd_bench(parser.parse_args(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except ModelPressError as exc:
+        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

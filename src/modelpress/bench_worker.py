@@ -1,0 +1,246 @@
+"""The subprocess side of the benchmark harness: one fresh process per (artifact, target).
+
+``python -m modelpress.bench_worker JOB.json OUT.json`` reads a job written by
+:mod:`modelpress.bench`, runs it and writes a JSON result; it never raises past ``main``. Modes:
+
+- ``bench``: load the artifact on its target (timed), validate it on the test split against the
+  reference logits, then time ``predict`` at each batch size (warm-up excluded; at least
+  ``min_calls`` calls AND at least ``min_seconds``), and report peak memory (VmHWM);
+- ``build``: ``target.build`` in its own process, so the build's memory does not count.
+
+Only this process imports the runtime (onnxruntime, ai_edge_litert, tensorrt, torch), so one
+runtime's threads, allocator and memory never pollute another's measurement.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TargetUnavailable, one_line
+from .fsutil import atomic_write_text
+from .stats import percentiles
+
+Call = Callable[[], Any]  # one prepared call: the runtime on a fixed batch
+
+
+def maxrss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: the high-water mark of this process's
+    own address space. ``getrusage().ru_maxrss`` is not used there because Linux carries it over
+    ``fork`` + ``exec``: a worker started by a 2 GB parent would report at least 2 GB. Elsewhere
+    ``ru_maxrss`` is the fallback (bytes on macOS, KiB on other Unixes).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def time_calls(call: Call, min_calls: int, min_seconds: float) -> np.ndarray:
+    """Per-call latency (ns) of ``call()``: at least ``min_calls`` calls AND ``min_seconds``.
+
+    Only ``call`` sits between the two clock reads; the garbage collector is paused, as timeit
+    does, so that a collection triggered by other code is not billed to the model.
+    """
+    samples: list[int] = []
+    append, clock = samples.append, time.perf_counter_ns
+    deadline = clock() + int(min_seconds * 1e9)
+    n = 0
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            t0 = clock()
+            call()
+            t1 = clock()
+            append(t1 - t0)
+            n += 1
+            if n >= min_calls and t1 >= deadline:
+                break
+    finally:
+        if enabled:
+            gc.enable()
+    return np.asarray(samples, dtype=np.int64)
+
+
+def slowed(call: Call, extra_ns: int) -> Call:
+    """``call`` followed by a busy wait of ``extra_ns`` (a sleep is too coarse for microseconds)."""
+    clock = time.perf_counter_ns
+
+    def run() -> Any:
+        out = call()
+        end = clock() + extra_ns
+        while clock() < end:
+            pass
+        return out
+
+    return run
+
+
+def fast_call(runner: Any, x: np.ndarray) -> Call:
+    """The cheapest correct zero-argument call that runs ``runner`` on the fixed batch ``x``.
+
+    - a runner with ``prepare(x)`` (an optional hook: it returns a zero-argument callable, e.g.
+      ``functools.partial(session.run, None, feeds)``) is timed through that;
+    - a :class:`~modelpress.targets.base.Runner` whose ``predict`` is the base one is
+      ``check_input`` + ``_run``: the (constant) input is checked once, ``_run`` is timed;
+    - any other runner is timed through ``predict``.
+    """
+    from .targets.base import Runner
+
+    if callable(getattr(runner, "prepare", None)):
+        return runner.prepare(x)
+    if isinstance(runner, Runner) and type(runner).predict is Runner.predict:
+        return functools.partial(runner._run, runner.check_input(x))
+    return functools.partial(runner.predict, x)
+
+
+def latency_entry(samples_ns: np.ndarray, batch: int, seconds: float, keep: int) -> dict[str, Any]:
+    us = samples_ns / 1e3
+    pct = percentiles(us, (50, 90, 99))
+    stride = max(1, -(-us.size // keep))  # ceil: keep at most `keep` samples, evenly in time
+    return {
+        "batch": batch,
+        "calls": int(us.size),
+        "seconds": seconds,
+        "p50_ms": pct["p50"] / 1e3,
+        "p90_ms": pct["p90"] / 1e3,
+        "p99_ms": pct["p99"] / 1e3,
+        "mean_ms": float(us.mean()) / 1e3,
+        "min_ms": float(us.min()) / 1e3,
+        "throughput_sps": float(batch * us.size / (us.sum() / 1e6)),
+        "samples_us": [round(float(v), 3) for v in us[::stride]],
+        "sample_stride": stride,
+    }
+
+
+def measure_batch(runner: Any, x: np.ndarray, settings: dict[str, Any], slowdown: float) -> dict:
+    """Warm up, then time one batch size; ``slowdown`` > 0 injects a busy wait (gate self-test)."""
+    call = fast_call(runner, x)
+    warm = time_calls(call, settings["warmup_calls"], settings["warmup_seconds"])
+    if slowdown > 0:  # calibrate on this run's own speed, so the slowdown is relative
+        extra = int(slowdown * np.median(time_calls(call, 50, 0.05)))
+        call = slowed(call, extra)
+    t0 = time.perf_counter()
+    samples = time_calls(call, settings["min_calls"], settings["min_seconds"])
+    entry = latency_entry(samples, len(x), time.perf_counter() - t0, settings["keep_samples"])
+    entry["warmup_calls"] = int(warm.size)
+    return entry
+
+
+def batch_of(pool: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` real inputs from ``pool`` (repeated when the pool is smaller)."""
+    reps = -(-batch // len(pool))
+    return np.ascontiguousarray(np.concatenate([pool] * reps)[:batch])
+
+
+def load_data(meta: dict[str, Any]):
+    """The test split the artifact was trained for (from its metadata), or None."""
+    from .data import DataConfig, load_dataset
+
+    cfg = (meta.get("preprocessing") or {}).get("data_config")
+    return load_dataset(DataConfig(**cfg)) if cfg else None
+
+
+def synthetic_inputs(meta: dict[str, Any], n: int = 64) -> np.ndarray:
+    from .data.base import InputSpec
+
+    spec = InputSpec.from_dict(meta["input_spec"])
+    if np.issubdtype(np.dtype(spec.dtype), np.integer):
+        return np.ones((n, *spec.shape), dtype=spec.dtype)
+    return np.random.default_rng(0).standard_normal((n, *spec.shape)).astype(spec.dtype)
+
+
+def run_bench(job: dict[str, Any]) -> dict[str, Any]:
+    """Load, validate and time one artifact on one target; what was measured survives a failure."""
+    from .artifact import Artifact
+    from .targets import get_target
+    from .validate import validate
+
+    settings, out = job["settings"], {"status": "ok", "latency": []}
+    art = Artifact.from_dict(job["artifact"])
+    phase = "data"
+    try:
+        data = load_data(dict(art.meta))
+        pool = data.test.x if data is not None else synthetic_inputs(dict(art.meta))
+        out["rss_before_load_bytes"] = maxrss_bytes()
+        phase = "load"
+        target = get_target(job["target"], **job.get("target_options", {}))
+        target.availability().require(job["target"])
+        t0 = time.perf_counter()
+        runner = target.load(art)
+        out["load_s"] = time.perf_counter() - t0
+        info = target.describe().to_dict()
+        out.update(runtime=info, threads=info.get("threads"))
+        if settings.get("validate", True) and data is not None:
+            phase = "validate"
+            ref = job.get("reference_logits")
+            ref_logits = np.load(ref, allow_pickle=False) if ref else None
+            out["validation"] = validate(runner, data.test, ref_logits).to_dict()
+        for batch in settings["batch_sizes"]:
+            phase = f"latency at batch {batch}"
+            x = batch_of(pool, batch)
+            out["latency"].append(measure_batch(runner, x, settings, job.get("slowdown", 0.0)))
+        runner.close()
+    except TargetUnavailable as exc:
+        out.update(status="skipped", reason=one_line(exc))
+    except Exception as exc:  # one failing target is a row that says why, never a crash
+        out.update(status="failed", reason=f"{phase}: {type(exc).__name__}: {one_line(exc)}")
+    out["peak_rss_bytes"] = maxrss_bytes()
+    return out
+
+
+def run_build(job: dict[str, Any]) -> dict[str, Any]:
+    """``target.build`` in this process; returns the built artifact or the reason it failed."""
+    from .artifact import Artifact
+    from .targets import get_target
+
+    art = Artifact.from_dict(job["artifact"])
+    try:
+        target = get_target(job["target"], **job.get("target_options", {}))
+        target.availability().require(job["target"])
+        data = load_data(dict(art.meta))
+        calib = data.calibration(job.get("calibration", 128)) if data is not None else None
+        t0 = time.perf_counter()
+        built = target.build(art, job["precision"], calib, Path(job["out_dir"]))
+        return {"status": "ok", "artifact": built.to_dict(), "build_s": time.perf_counter() - t0}
+    except TargetUnavailable as exc:
+        return {"status": "skipped", "reason": one_line(exc)}
+    except Exception as exc:
+        return {"status": "failed", "reason": f"build: {type(exc).__name__}: {one_line(exc)}"}
+
+
+MODES = {"bench": run_bench, "build": run_build}
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_path, out_path = argv or sys.argv[1:]
+    try:
+        job = json.loads(Path(job_path).read_text())
+        result = MODES[job["mode"]](job)
+    except Exception as exc:
+        traceback.print_exc()
+        result = {"status": "failed", "reason": f"worker: {type(exc).__name__}: {one_line(exc)}"}
+    atomic_write_text(out_path, json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

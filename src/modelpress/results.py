@@ -1,0 +1,171 @@
+"""The versioned results file written by ``modelpress bench`` and read by ``report`` and ``gate``.
+
+One :class:`Record` per (artifact, target): status ``ok``, ``failed`` (with the reason) or
+``skipped`` (the runtime is unavailable here, with the reason). Latency keeps the raw per-call
+samples (microseconds, in call order), because regressions are judged on distributions.
+
+Schema history: version 1 is the first. A file of another version, or one that does not match
+the schema, is refused with a one-line :class:`~modelpress.errors.ConfigError` (CLI exit 2).
+
+>>> from modelpress.results import load_results                 # doctest: +SKIP
+>>> res = load_results("results.json")
+>>> [(r.model, r.target, r.status) for r in res.records]
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .fsutil import atomic_write_text
+
+KIND = "modelpress.results"
+SCHEMA_VERSION = 1
+Status = Literal["ok", "failed", "skipped"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Latency(_Strict):
+    """Per-call latency at one batch size, warm-up excluded."""
+
+    batch: int = Field(ge=1)
+    calls: int = Field(ge=1)  # timed calls (all of them count in the percentiles)
+    seconds: float = Field(ge=0)  # wall time of the timed loop
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    throughput_sps: float  # samples per second: batch * calls / time spent in the calls
+    samples_us: list[float]  # per-call latency in call order (every `sample_stride`-th call)
+    sample_stride: int = Field(default=1, ge=1)
+    warmup_calls: int = 0  # untimed calls made before the timed loop
+
+
+class Validation(_Strict):
+    """Accuracy and parity on the test split, measured on the runtime itself."""
+
+    n: int
+    accuracy: float
+    agreement: float | None = None  # top-1 agreement with the float reference model
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    reference_accuracy: float | None = None
+    accuracy_drop: float | None = None  # percentage points below the reference
+
+
+class Record(_Strict):
+    model: str  # registry name (resnet8, gru, ...)
+    family: str = ""  # cnn | rnn | attention
+    target: str
+    precision: str
+    status: Status
+    reason: str = ""  # why failed or skipped; empty when ok
+    artifact_id: str = ""
+    artifact_path: str = ""
+    format: str = ""
+    dataset: str = ""
+    size_bytes: int | None = None
+    build_s: float | None = None
+    load_s: float | None = None
+    peak_rss_bytes: int | None = None  # high-water RSS of the worker process (VmHWM)
+    rss_before_load_bytes: int | None = None  # the same, before the runtime was loaded
+    threads: int | None = None
+    runtime: dict[str, Any] = {}  # TargetInfo: runtime, version, device, threads, details
+    latency: list[Latency] = []
+    validation: Validation | None = None
+    injected_slowdown: float = 0.0  # > 0 only in gate self-tests (see bench.BenchJob)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model, self.target, self.precision)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.target}/{self.precision}"
+
+    def latency_at(self, batch: int) -> Latency | None:
+        return next((lat for lat in self.latency if lat.batch == batch), None)
+
+
+class Environment(_Strict):
+    cpu_model: str
+    logical_cores: int
+    usable_cores: int  # CPUs this process may run on (affinity / cgroup cpuset)
+    platform: str
+    python: str
+    versions: dict[str, str]  # installed library versions (read from metadata, not imported)
+    env: dict[str, str] = {}  # thread-related environment variables that were set
+
+
+class Results(_Strict):
+    kind: Literal["modelpress.results"] = KIND
+    schema_version: int
+    created: str  # ISO 8601, UTC
+    environment: Environment
+    settings: dict[str, Any] = {}
+    records: list[Record]
+
+    def find(self, model: str, target: str, precision: str) -> Record | None:
+        return next((r for r in self.records if r.key == (model, target, precision)), None)
+
+
+def new_results(
+    environment: Environment, records: list[Record], settings: dict[str, Any]
+) -> Results:
+    """A results object of the current schema version, stamped now (UTC)."""
+    return Results(
+        schema_version=SCHEMA_VERSION,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        environment=environment,
+        settings=settings,
+        records=records,
+    )
+
+
+def save_results(results: Results, path: str | Path) -> Path:
+    """Write ``results`` as JSON, atomically."""
+    return atomic_write_text(path, results.model_dump_json(indent=1))
+
+
+def load_results(path: str | Path, what: str = "results") -> Results:
+    """Read and validate a results file; any problem is one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist; write one with `modelpress bench`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{what} file {path} is not valid JSON ({exc}); re-run the bench"
+        ) from exc
+    return parse_results(data, f"{what} file {path}")
+
+
+def parse_results(data: Any, where: str = "results") -> Results:
+    """Validate a decoded results document (see :func:`load_results`)."""
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ConfigError(f"{where} is not a modelpress results file (no kind: {KIND!r})")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{where} has schema_version {version!r}; this modelpress reads version "
+            f"{SCHEMA_VERSION}: re-run `modelpress bench` with this version to regenerate it"
+        )
+    try:
+        return Results.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        raise ConfigError(
+            f"{where} does not match results schema v{SCHEMA_VERSION} at {loc}: {err['msg']}"
+            f" ({exc.error_count()} problem(s)); regenerate it with `modelpress bench`"
+        ) from exc
