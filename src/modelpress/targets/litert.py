@@ -1,0 +1,391 @@
+"""LiteRT / TFLite on CPU (XNNPACK): convert with litert-torch (no TensorFlow), run with the
+LiteRT interpreter (``ai_edge_litert``), or ``tflite_runtime`` where only that is installed.
+
+Precisions:
+- ``fp32``: the converted graph as it is;
+- ``fp16``: weights stored in half precision, compute in float32 (ai-edge-quantizer float casting);
+- ``dynamic_int8``: int8 per-channel weights, activations quantized on the fly (PT2E dynamic);
+- ``int8``: full-integer, per-channel int8 weights, int8 activations calibrated on the
+  calibration split (PT2E static, histogram observer). What the quantizer leaves in float
+  (GRU / LSTM cells, LayerNorm, softmax ...) is listed in ``quantization.float_ops``. The file
+  takes and returns float32 (QUANTIZE / DEQUANTIZE ops are added at its edges) unless
+  ``int8_io=True`` keeps the int8 interface the converter produced.
+
+Every artifact records its constants' bytes by dtype (``quantization.weight_bytes``): e.g. an
+int8 LSTM keeps its recurrent weights in float32, while ``dynamic_int8`` quantizes them.
+
+TFLite graphs have a fixed batch (litert-torch cannot export a dynamic one here): the model is
+converted for ``batch`` samples (1 by default) and the runner feeds any batch in chunks. The
+modelpress metadata (input spec, preprocessing, labels, lineage, I/O quantization and a SHA-256
+over the whole file) is embedded in the flatbuffer's ``metadata`` under ``modelpress``; read it
+with :func:`read_meta`. Per-layer localisation of a quantized file: :mod:`.litert_debug`.
+
+>>> from modelpress.targets import get_target                            # doctest: +SKIP
+>>> target = get_target("litert", threads=2)
+>>> art = target.build(checkpoint_artifact, "int8", data.calibration(256), Path("out"))
+>>> target.load(art).predict(data.test.x[:32]).shape
+(32, 10)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifact import Artifact, stage_id
+from ..data.base import InputSpec
+from ..errors import ArtifactError, ConfigError, one_line
+from .base import Availability, Runner, TargetInfo, check_precision
+from .litert_meta import read_meta, write_with_meta
+
+RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
+EXTRA = "tflite"
+
+
+@dataclass(frozen=True)
+class LiteRTConfig:
+    threads: int = 1  # interpreter num_threads (XNNPACK's thread pool)
+    int8_io: bool = False  # int8: keep the int8 input/output of the converted graph
+    per_channel: bool = True  # int8 / dynamic_int8: per-channel (else per-tensor) weight scales
+    calib_size: int = 0  # int8: calibration samples used (0: every sample passed in)
+    batch: int = 1  # the fixed batch the graph is converted for
+    runtime: str = "auto"  # auto: ai_edge_litert, else tflite_runtime
+    xnnpack: bool = True  # False: TFLite's builtin kernels only (no default delegate)
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"litert {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.calib_size, int) or self.calib_size < 0:
+            raise ConfigError(f"litert calib_size must be >= 0 (0: all), got {self.calib_size!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"litert runtime {self.runtime!r} is unknown; choose one of {RUNTIMES}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# quiet native code: litert-torch, ai-edge-quantizer and the interpreter print to fds 1 and 2
+
+
+@contextlib.contextmanager
+def quiet(sink: list[str] | None = None) -> Iterator[None]:
+    """Silence Python and native (C++) output; what was printed is appended to ``sink``."""
+    env_key = "LITERT_TORCH_SHOW_PROGRESS"
+    old_env = os.environ.get(env_key)
+    os.environ[env_key] = "n"
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    root = logging.getLogger()
+    level = root.level
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            root.setLevel(logging.ERROR)
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(_FdWriter(1)),
+                contextlib.redirect_stderr(_FdWriter(2)),
+            ):
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            root.setLevel(level)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if old_env is None:
+                os.environ.pop(env_key, None)
+            else:
+                os.environ[env_key] = old_env
+            if sink is not None:
+                tmp.seek(0)
+                sink.append(tmp.read().decode("utf-8", "replace"))
+
+
+class _FdWriter:
+    """A text stream onto a raw fd (pytest and rich may have replaced sys.stdout)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        os.write(self.fd, text.encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:  # a logging handler created inside quiet() may hold us
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# runner
+
+
+class LiteRTRunner(Runner):
+    """Feeds any batch through a fixed-batch TFLite graph; (de)quantizes int8 input/output."""
+
+    def __init__(self, interpreter: Any, input_spec: InputSpec, meta: dict[str, Any]):
+        super().__init__(input_spec, "litert")
+        self.interpreter = interpreter
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ArtifactError(
+                f"litert runner expects one input and one output, the model has {len(inputs)} and {len(outputs)}"
+            )
+        self.inp, self.out = inputs[0], outputs[0]
+        self.batch = int(self.inp["shape"][0])
+        self.meta = meta
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # x: (B, *spec.shape)
+        n, b = len(x), self.batch
+        logits = np.empty((n, int(self.out["shape"][-1])), dtype=np.float32)
+        for start in range(0, n, b):
+            chunk = x[start : start + b]
+            k = len(chunk)
+            if k < b:  # the graph's batch is fixed: pad, then drop the padding's rows
+                chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), chunk.dtype)])
+            self.interpreter.set_tensor(self.inp["index"], encode_input(chunk, self.inp))
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.out["index"])  # (b, classes)
+            logits[start : start + k] = decode_output(y, self.out)[:k]
+        return logits
+
+    def close(self) -> None:
+        self.interpreter = None
+
+
+def encode_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """``x`` in the dtype the graph's input takes: quantized with its scale / zero point if int."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail["quantization"]
+    if np.issubdtype(x.dtype, np.floating) and np.issubdtype(dtype, np.integer) and scale:
+        info = np.iinfo(dtype)
+        q = np.round(x.astype(np.float32) / scale) + zero
+        return np.clip(q, info.min, info.max).astype(dtype)
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(dtype)
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise ConfigError(f"litert: token ids do not fit the model's {dtype} input")
+    return x.astype(dtype, copy=False)
+
+
+def decode_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# target
+
+
+class LiteRTTarget:
+    """The ``litert`` target: litert-torch conversion, LiteRT interpreter on CPU."""
+
+    name: ClassVar[str] = "litert"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "dynamic_int8", "int8")
+
+    def __init__(self, **options: Any):
+        self.config = LiteRTConfig(**options)
+
+    # -- availability --------------------------------------------------------------------------
+
+    def runtime_module(self) -> str | None:
+        """The interpreter package this target runs with, or None if none is installed."""
+        wanted = self.config.runtime
+        for name in ("ai_edge_litert", "tflite_runtime"):
+            if wanted in ("auto", name) and _installed(name):
+                return name
+        return None
+
+    def availability(self) -> Availability:
+        if self.runtime_module() is not None:
+            return Availability(True)
+        if self.config.runtime == "tflite_runtime":
+            return Availability(
+                False,
+                "tflite_runtime is not installed; pip install tflite-runtime, or use runtime='auto'",
+            )
+        return Availability(False, "neither ai-edge-litert nor tflite-runtime is installed", EXTRA)
+
+    def converter_availability(self, precision: str = "fp32") -> Availability:
+        """Whether this machine can build ``precision`` (litert-torch, torchao, ai-edge-quantizer)."""
+        needs = {"litert_torch": "litert-torch"}
+        if precision in ("int8", "dynamic_int8"):
+            needs["torchao"] = "torchao"
+        if precision == "fp16":
+            needs["ai_edge_quantizer"] = "ai-edge-quantizer"
+        missing = [pip for mod, pip in needs.items() if not _installed(mod)]
+        if missing:
+            return Availability(
+                False, f"building {precision} needs {', '.join(missing)} (not installed)", EXTRA
+            )
+        return Availability(True)
+
+    # -- build -----------------------------------------------------------------------------------
+
+    def build(
+        self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
+    ) -> Artifact:
+        """Convert a torch checkpoint artifact to ``<out_dir>/<stem>.<precision>.tflite``."""
+        from ..checkpoint import load_checkpoint
+        from . import litert_quant
+
+        check_precision(self, precision)
+        self.converter_availability(precision).require(self.name)
+        if art.format != "torch":
+            raise ConfigError(f"the litert target builds from a torch checkpoint, not {art.format}")
+        ckpt = load_checkpoint(art.path)
+        spec = ckpt.input_spec
+        calib = self._check_calib(precision, calib, spec)
+        cfg = self.config
+        model_bytes, quant = litert_quant.convert(
+            ckpt.model, spec, precision, calib, per_channel=cfg.per_channel, batch=cfg.batch
+        )
+        model_bytes, io = litert_quant.set_interface(model_bytes, float_io=not cfg.int8_io)
+        quant["float_ops"] = litert_quant.float_ops(model_bytes) if precision == "int8" else {}
+        quant["weight_bytes"] = litert_quant.weight_bytes(model_bytes)
+        build_cfg = {
+            "precision": precision,
+            "batch": cfg.batch,
+            "int8_io": cfg.int8_io if precision == "int8" else False,
+            "per_channel": cfg.per_channel,
+            "calib": _array_digest(calib) if calib is not None else None,
+        }
+        art_id = stage_id(art.id, self.name, build_cfg)
+        meta = litert_quant.artifact_meta(art.meta, precision, art_id, build_cfg, io, quant)
+        dest = Path(out_dir) / f"{Path(art.path).stem}.{precision}.tflite"
+        write_with_meta(model_bytes, meta, dest)
+        meta = read_meta(dest)  # what the file says, digest included
+        return Artifact(path=dest, format="tflite", id=art_id, meta=meta, files=(dest,))
+
+    def _check_calib(
+        self, precision: str, calib: np.ndarray | None, spec: InputSpec
+    ) -> np.ndarray | None:
+        if precision != "int8":
+            return None
+        if calib is None or len(calib) == 0:
+            raise ConfigError(
+                "litert int8 needs calibration data: pass calib=data.calibration(256) "
+                "(inputs from the train split)"
+            )
+        calib = np.asarray(calib)
+        if tuple(calib.shape[1:]) != spec.shape:
+            raise ConfigError(
+                f"calibration batch {tuple(calib.shape)} does not match the model input (n, {', '.join(map(str, spec.shape))})"
+            )
+        if np.issubdtype(calib.dtype, np.integer) != (spec.dtype == "int64"):
+            raise ConfigError(f"calibration data is {calib.dtype}; the model takes {spec.dtype}")
+        calib = np.ascontiguousarray(calib, dtype=spec.dtype)
+        if self.config.calib_size:
+            calib = calib[: self.config.calib_size]
+        if len(calib) < self.config.batch:
+            raise ConfigError(
+                f"litert int8 needs at least batch={self.config.batch} calibration samples, got {len(calib)}"
+            )
+        return calib
+
+    # -- load / describe ---------------------------------------------------------------------------
+
+    def load(self, art: Artifact) -> LiteRTRunner:
+        """A runner for a ``tflite`` artifact (checks the file's digest first)."""
+        self.availability().require(self.name)
+        if art.format != "tflite":
+            raise ConfigError(f"the litert target loads tflite artifacts, not {art.format}")
+        meta = read_meta(art.path)
+        spec = InputSpec.from_dict(meta["input_spec"])
+        interpreter = self.interpreter(Path(art.path))
+        return LiteRTRunner(interpreter, spec, meta)
+
+    def interpreter(self, path: Path, preserve_all_tensors: bool = False) -> Any:
+        """An allocated interpreter for ``path`` with this target's threads and kernels."""
+        module = self.runtime_module()
+        if module is None:
+            self.availability().require(self.name)
+        interp_mod = importlib.import_module(f"{module}.interpreter")
+        resolver = interp_mod.OpResolverType
+        kind = (
+            resolver.AUTO
+            if self.config.xnnpack and not preserve_all_tensors
+            else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        try:
+            with quiet():
+                interpreter = interp_mod.Interpreter(
+                    model_path=str(path),
+                    num_threads=self.config.threads,
+                    experimental_op_resolver_type=kind,
+                    experimental_preserve_all_tensors=preserve_all_tensors,
+                )
+                interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"{module} cannot load {path}: {one_line(exc)}") from exc
+        return interpreter
+
+    def describe(self) -> TargetInfo:
+        module = self.runtime_module()
+        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(
+            module or "", "ai-edge-litert"
+        )
+        details = {
+            "available": str(self.availability()),
+            "converter": f"litert-torch {_version('litert-torch')}",
+            "kernels": "XNNPACK" if self.config.xnnpack else "TFLite builtin (no delegate)",
+            **{k: v for k, v in asdict(self.config).items() if k != "threads"},
+        }
+        return TargetInfo(
+            name=self.name,
+            runtime=module or "none",
+            version=_version(dist),
+            device=f"cpu ({details['kernels']})",
+            threads=self.config.threads,
+            details=details,
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _array_digest(x: np.ndarray) -> str:
+    x = np.ascontiguousarray(x)
+    head = f"{x.dtype}:{x.shape};".encode()
+    return hashlib.sha256(head + x.tobytes()).hexdigest()[:16]

@@ -1,0 +1,332 @@
+"""Conversion and quantization for the litert target, and the flatbuffer edits after it.
+
+- :func:`convert`: torch model -> TFLite bytes at fp32, fp16 (weights), dynamic_int8 or int8;
+- :func:`set_interface`: float32 input/output around a full-integer graph (or keep int8);
+- :func:`float_ops`: the ops a quantized graph still computes in float;
+- :func:`weight_bytes`: bytes of constants by dtype (int8, float16, float32);
+
+>>> data, quant = convert(model, spec, "int8", data.calibration(256))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data.base import InputSpec
+from ..errors import BuildError, ModelPressError, one_line
+from ..export import deployment_meta
+from .litert import quiet
+
+QUANTIZE, DEQUANTIZE = "QUANTIZE", "DEQUANTIZE"
+INT_TYPES = ("INT8", "UINT8", "INT16")
+CALIB_BATCH = 32  # samples per calibration forward pass
+
+
+def convert(
+    model: nn.Module,
+    spec: InputSpec,
+    precision: str,
+    calib: np.ndarray | None,
+    *,
+    per_channel: bool = True,
+    batch: int = 1,
+) -> tuple[bytes, dict[str, Any]]:
+    """TFLite flatbuffer bytes of ``model`` at ``precision``, and what was quantized how.
+
+    Raises :class:`BuildError` naming the op litert-torch could not lower.
+    """
+    model = model.eval()
+    example = (_example(spec, batch, calib),)
+    log: list[str] = []
+    try:
+        with quiet(log), torch.no_grad():
+            import litert_torch
+
+            quant: dict[str, Any] = {"method": "none"}
+            kwargs: dict[str, Any] = {}
+            if precision == "fp16":
+                from litert_torch.generative.quantize import quant_recipes
+
+                kwargs["quant_config"] = quant_recipes.full_fp16_recipe()
+                quant = {"method": "fp16 weights (float casting), float32 compute"}
+            elif precision in ("dynamic_int8", "int8"):
+                model, kwargs["quant_config"], quant = _pt2e(
+                    model, example, precision, calib, per_channel, batch
+                )
+            edge = litert_torch.convert(model, example, **kwargs)
+            data = bytes(edge.model_content())
+    except ModelPressError:
+        raise
+    except Exception as exc:  # litert-torch / torch.export / jax raise many types
+        raise BuildError(_failure(exc, model, precision, log)) from exc
+    return data, quant
+
+
+def _example(spec: InputSpec, batch: int, calib: np.ndarray | None) -> torch.Tensor:
+    if calib is not None:
+        return torch.from_numpy(np.ascontiguousarray(calib[:batch]))
+    if spec.dtype == "int64":
+        return torch.ones((batch, *spec.shape), dtype=torch.int64)
+    return torch.zeros((batch, *spec.shape), dtype=torch.float32)
+
+
+def _pt2e(
+    model: nn.Module,
+    example: tuple[torch.Tensor],
+    precision: str,
+    calib: np.ndarray | None,
+    per_channel: bool,
+    batch: int,
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """PT2E: export, annotate with litert-torch's quantizer, calibrate (static), convert."""
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    dynamic = precision == "dynamic_int8"
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
+    quantizer = PT2EQuantizer().set_global(config)
+    notes = []
+    if not dynamic and any(isinstance(m, nn.GRU) for m in model.modules()):
+        # its GRU annotator expects an explicit initial state (gru(x, h0)); ours pass none
+        quantizer.STATIC_OPS = [op for op in PT2EQuantizer.STATIC_OPS if op != "gru_io_only"]
+        notes.append("nn.GRU kept in float: litert-torch's GRU annotator needs an explicit h0")
+    prepared, calib_batch = _prepare(model, example, quantizer, prepare_pt2e, batch)
+    samples = calib if calib is not None else example[0].numpy()
+    for chunk in _chunks(samples, calib_batch, fixed=calib_batch == batch):
+        prepared(torch.from_numpy(chunk))
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    move_exported_model_to_eval(converted)
+    scheme = "per-channel" if per_channel else "per-tensor"
+    quant = {
+        "method": (
+            f"PT2E dynamic: symmetric {scheme} int8 weights, activations quantized at run time"
+            if dynamic
+            else f"PT2E static: symmetric {scheme} int8 weights, int8 activations (histogram observer)"
+        ),
+        "calib_samples": 0 if dynamic else len(calib) if calib is not None else 0,
+        "calib_batch": 0 if dynamic else calib_batch,
+        "notes": notes,
+    }
+    return converted, QuantConfig(pt2e_quantizer=quantizer), quant
+
+
+def _prepare(
+    model: nn.Module, example: tuple[torch.Tensor], quantizer: Any, prepare_pt2e: Any, batch: int
+) -> tuple[Any, int]:
+    """Observers on the exported graph. Exported with a dynamic batch where the model allows it,
+    so that calibration runs CALIB_BATCH samples at a time (the converted graph is still fixed
+    at ``batch``); else at the fixed batch."""
+    x = example[0]
+    two = x[:1].expand(2, *x.shape[1:]).contiguous()  # batch 2: export specializes sizes 0 / 1
+    try:
+        dim = torch.export.Dim("batch", min=1, max=1 << 16)
+        graph = torch.export.export(model, (two,), dynamic_shapes=({0: dim},)).module()
+        return prepare_pt2e(graph, quantizer), CALIB_BATCH
+    except Exception:  # a model whose graph needs a static batch: calibrate at that batch
+        graph = torch.export.export(model, example).module()
+        return prepare_pt2e(graph, quantizer), batch
+
+
+def _chunks(x: np.ndarray, batch: int, fixed: bool) -> Iterator[np.ndarray]:
+    """Batches of ``x``; for a ``fixed`` batch the remainder is completed with samples from the
+    end of ``x`` (never with zeros, which would skew the observed ranges)."""
+    if not fixed:
+        yield from (np.ascontiguousarray(x[i : i + batch]) for i in range(0, len(x), batch))
+        return
+    whole = len(x) - len(x) % batch
+    for start in range(0, whole, batch):
+        yield np.ascontiguousarray(x[start : start + batch])
+    if whole < len(x):
+        yield np.ascontiguousarray(x[-batch:])
+
+
+def _failure(exc: BaseException, model: nn.Module, precision: str, log: list[str]) -> str:
+    text = f"{exc}\n{''.join(log)}"
+    where = f"litert (litert-torch) cannot convert {type(model).__name__} to TFLite {precision}"
+    op = re.search(r"Lowering not found: (\S+)", text) or re.search(
+        r"failed to legalize operation '([^']+)'", text
+    )
+    if op:
+        return f"{where}: op {op.group(1)} has no LiteRT lowering; replace it or use another target"
+    return f"{where}: {type(exc).__name__}: {one_line(str(exc))[:300]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# flatbuffer edits (ai_edge_litert's flatbuffer_utils: the TFLite schema's object API)
+
+
+def _read(data: bytes) -> Any:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+
+
+def _pack(model: Any) -> bytes:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _op_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as fb
+
+    return {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _type_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as fb
+
+    return {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
+
+
+def _io_detail(tensor: Any) -> dict[str, Any]:
+    q = tensor.quantization
+    scales = [] if q is None or q.scale is None else [float(s) for s in q.scale]
+    zeros = [] if q is None or q.zeroPoint is None else [int(z) for z in q.zeroPoint]
+    out: dict[str, Any] = {"dtype": _type_names()[tensor.type].lower()}
+    if scales:
+        out.update(scale=scales[0], zero_point=zeros[0] if zeros else 0)
+    return out
+
+
+def set_interface(data: bytes, float_io: bool) -> tuple[bytes, dict[str, Any]]:
+    """With ``float_io``, wrap int8 graph inputs in QUANTIZE and int8 outputs in DEQUANTIZE.
+
+    Returns the (possibly rewritten) bytes and the input / output dtype and quantization.
+    """
+    model = _read(data)
+    graph = model.subgraphs[0]
+    int_ids = {v for k, v in vars(_fb().TensorType).items() if k in INT_TYPES}
+    quantized = [
+        i
+        for i in [*graph.inputs, *graph.outputs]
+        if graph.tensors[i].type in int_ids and "scale" in _io_detail(graph.tensors[i])
+    ]
+    if float_io and quantized:
+        for i in [t for t in graph.inputs if t in quantized]:
+            _wrap(model, graph, i, QUANTIZE, is_input=True)
+        for i in [t for t in graph.outputs if t in quantized]:
+            _wrap(model, graph, i, DEQUANTIZE, is_input=False)
+        data = _pack(model)
+    io = {
+        "input": _io_detail(graph.tensors[graph.inputs[0]]),
+        "output": _io_detail(graph.tensors[graph.outputs[0]]),
+    }
+    return data, io
+
+
+def _fb() -> Any:
+    from ai_edge_litert import schema_py_generated as fb
+
+    return fb
+
+
+def _wrap(model: Any, graph: Any, index: int, op: str, is_input: bool) -> None:
+    """Give graph input/output ``index`` a float32 twin joined to it by a QUANTIZE/DEQUANTIZE."""
+    fb = _fb()
+    old = graph.tensors[index]
+    new = fb.TensorT()
+    new.shape, new.shapeSignature = list(old.shape), old.shapeSignature
+    new.type, new.buffer, new.name = fb.TensorType.FLOAT32, 0, old.name
+    old.name = (old.name.decode() if isinstance(old.name, bytes) else old.name) + "_int8"
+    graph.tensors.append(new)
+    new_index = len(graph.tensors) - 1
+    code = getattr(fb.BuiltinOperator, op)
+    opcode = _opcode_index(model, code, version=2)
+    operator = fb.OperatorT()
+    operator.opcodeIndex = opcode
+    if is_input:
+        operator.inputs, operator.outputs = [new_index], [index]
+        graph.operators.insert(0, operator)
+        graph.inputs = [new_index if i == index else i for i in graph.inputs]
+    else:
+        operator.inputs, operator.outputs = [index], [new_index]
+        graph.operators.append(operator)
+        graph.outputs = [new_index if i == index else i for i in graph.outputs]
+    for sig in model.signatureDefs or []:
+        for entry in (sig.inputs if is_input else sig.outputs) or []:
+            if entry.tensorIndex == index:
+                entry.tensorIndex = new_index
+
+
+def _opcode_index(model: Any, code: int, version: int) -> int:
+    fb = _fb()
+    for i, oc in enumerate(model.operatorCodes):
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code and oc.version == version:
+            return i
+    oc = fb.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), version
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
+def weight_bytes(data: bytes) -> dict[str, int]:
+    """Bytes of the graph's constant tensors by dtype (what was stored as int8, fp16, float32)."""
+    model = _read(data)
+    names, out = _type_names(), Counter()
+    for t in model.subgraphs[0].tensors:
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        if buf is not None and buf.data is not None and len(buf.data):
+            out[names[t.type].lower()] += len(buf.data)
+    return dict(out.most_common())
+
+
+def float_ops(data: bytes) -> dict[str, int]:
+    """Count, by op type, the ops of a quantized graph that still produce float32 tensors."""
+    model = _read(data)
+    names, float32 = _op_names(), _fb().TensorType.FLOAT32
+    graph = model.subgraphs[0]
+    counts: Counter[str] = Counter()
+    for op in graph.operators:
+        oc = model.operatorCodes[op.opcodeIndex]
+        name = names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "CUSTOM")
+        if name != DEQUANTIZE and any(graph.tensors[t].type == float32 for t in op.outputs):
+            counts[name] += 1
+    return dict(counts.most_common())
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata
+
+
+def artifact_meta(
+    parent_meta: dict[str, Any],
+    precision: str,
+    art_id: str,
+    build: dict[str, Any],
+    io: dict[str, Any],
+    quant: dict[str, Any],
+) -> dict[str, Any]:
+    """What the deployed file says about itself (see :func:`modelpress.export.deployment_meta`)."""
+    from importlib import metadata
+
+    versions = {"modelpress": __version__, "torch": torch.__version__}
+    for dist in ("litert-torch", "ai-edge-litert", "torchao", "ai-edge-quantizer"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return deployment_meta(
+        dict(parent_meta),
+        target="litert",
+        precision=precision,
+        format="modelpress.tflite",
+        version=1,
+        id=art_id,
+        build=build,
+        io=io,
+        quantization=quant,
+        toolkit=versions,
+    )
