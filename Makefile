@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
-EXTRAS ?= tflite,dev
+EXTRAS ?= tflite,ray,dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelpress-setup
 

@@ -45,10 +45,17 @@ def test_int8_is_smaller_and_says_what_stayed_float(trained_checkpoint, tmp_path
     assert fp32.size_bytes / int8.size_bytes > 3.0
     assert int8.meta["notes"] == []  # every Conv/Gemm of the CNN is quantized
     gru_art, gru_data = trained_checkpoint("gru")
-    gru8 = target.build(gru_art, "dynamic_int8", None, tmp_path)
+    native = get_target("onnxruntime", rnn="native").build(
+        gru_art, "dynamic_int8", None, tmp_path / "n"
+    )
     assert any(
-        "GRU" in note for note in gru8.meta["notes"]
+        "GRU" in note for note in native.meta["notes"]
     )  # ORT has no int8 GRU: said, not hidden
+    unrolled = target.build(gru_art, "dynamic_int8", None, tmp_path / "u")  # rnn="auto" unrolls
+    assert unrolled.meta["notes"] == [] and unrolled.meta["rnn"] == "unrolled"
+    assert unrolled.size_bytes < 0.7 * native.size_bytes
+    ref = _reference(gru_art, gru_data)
+    assert validate(target.load(unrolled), gru_data.test, ref).agreement >= 0.98
 
 
 def test_metadata_round_trip(trained_checkpoint, tmp_path):

@@ -227,13 +227,31 @@ def run_build(job: dict[str, Any]) -> dict[str, Any]:
         return {"status": "failed", "reason": f"build: {type(exc).__name__}: {one_line(exc)}"}
 
 
-MODES = {"bench": run_bench, "build": run_build}
+def run_many(job: dict[str, Any]) -> dict[str, Any]:
+    """Several build or bench jobs of one target, one after the other, in this one process
+    (a fresh process per target and model, not per job: imports are paid once)."""
+    return {"status": "ok", "results": [MODES[j["mode"]](j) for j in job["jobs"]]}
+
+
+MODES = {"bench": run_bench, "build": run_build, "many": run_many}
+
+
+def trust(job: dict[str, Any]) -> None:
+    """Make a user's model importable here: the folders and factories the parent trusted."""
+    from .factory import allow_factory
+
+    for folder in job.get("pythonpath", []):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    for factory in job.get("factories", []):
+        allow_factory(factory, check=False)  # imported only if a checkpoint here needs it
 
 
 def main(argv: list[str] | None = None) -> int:
     job_path, out_path = argv or sys.argv[1:]
     try:
         job = json.loads(Path(job_path).read_text())
+        trust(job)
         result = MODES[job["mode"]](job)
     except Exception as exc:
         traceback.print_exc()

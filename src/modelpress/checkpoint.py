@@ -37,8 +37,9 @@ META_KEY = "modelpress"
 
 class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    config: dict[str, Any]
+    name: str  # registry name, or the user's label for a factory model
+    config: dict[str, Any]  # registry config, or the factory's keyword arguments
+    factory: str | None = None  # "package.module:function" for a user's model (see factory.py)
 
 
 class CheckpointMeta(BaseModel):
@@ -56,6 +57,7 @@ class CheckpointMeta(BaseModel):
     train: dict[str, Any] = {}
     lineage: list[dict[str, Any]] = []
     toolkit: dict[str, str] = {}
+    dtype: str = "float32"  # of the floating-point weights; float16 files load into float32 modules
     digest: str = ""
 
 
@@ -83,7 +85,13 @@ def _tensor_digest(tensors: dict[str, torch.Tensor]) -> hashlib._Hash:
 
 def _digest(meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> str:
     h = _tensor_digest(tensors)
-    body = meta.model_dump(exclude={"digest"})
+    # dtype joined the schema later: left out at its default so older files keep their digest
+    exclude: dict[str, Any] = {"digest": True}
+    if meta.dtype == "float32":
+        exclude["dtype"] = True
+    if meta.model.factory is None:  # factory joined the schema later too
+        exclude["model"] = {"factory": True}
+    body = meta.model_dump(exclude=exclude)
     h.update(json.dumps(body, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -99,6 +107,11 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _float_dtype(tensors: dict[str, torch.Tensor]) -> str:
+    kinds = {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "float32")
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -111,24 +124,19 @@ def save_checkpoint(
     lineage: list[dict[str, Any]] | None = None,
     parent_id: str = "",
 ) -> Artifact:
-    """Write ``model`` (a registry model) and its description atomically to ``path``."""
+    """Write ``model`` (a registry or factory model) and its description atomically to ``path``."""
     from safetensors.torch import save_file
 
     from .artifact import stage_id
-    from .models import config_to_dict
 
-    name = getattr(model, "registry_name", None)
-    if name is None or not hasattr(model, "current_config"):
-        raise ConfigError(
-            f"{type(model).__name__} is not a registry model; build it with create_model()"
-        )
-    config = config_to_dict(model.current_config())
+    ref = model_ref(model)
+    name, config = ref.name, ref.config
     tensors = _state_tensors(model)
     meta = CheckpointMeta(
         format=FORMAT,
         version=VERSION,
         id="",
-        model=ModelRef(name=name, config=config),
+        model=ref,
         input_spec=input_spec.to_dict(),
         labels=list(labels),
         preprocessing=preprocessing,
@@ -136,6 +144,7 @@ def save_checkpoint(
         train=train or {},
         lineage=lineage or [],
         toolkit={"modelpress": __version__, "torch": torch.__version__},
+        dtype=_float_dtype(tensors),
     )
     meta.id = stage_id(
         parent_id,
@@ -147,6 +156,24 @@ def save_checkpoint(
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: meta.model_dump_json()})
     return Artifact(path=path, format="torch", id=meta.id, meta=meta.model_dump(), files=(path,))
+
+
+def model_ref(model: nn.Module) -> ModelRef:
+    """How to rebuild ``model``: its registry name and current config, or its factory."""
+    from .models import config_to_dict
+
+    name = getattr(model, "registry_name", None)
+    if name is not None and hasattr(model, "current_config"):
+        return ModelRef(name=name, config=config_to_dict(model.current_config()))
+    factory = getattr(model, "modelpress_factory", None)
+    if factory is not None:
+        path, kwargs = factory
+        label = getattr(model, "modelpress_label", path.rpartition(":")[2])
+        return ModelRef(name=label, config=kwargs, factory=path)
+    raise ConfigError(
+        f"{type(model).__name__} is neither a registry model (create_model()) nor a factory model "
+        "(modelpress.factory.build_from_factory()); modelpress cannot rebuild it from a checkpoint"
+    )
 
 
 def save_trained(path: str | Path, model: nn.Module, data: DataBundle, **kwargs: Any) -> Artifact:
@@ -209,7 +236,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     meta, tensors = read_meta(path)
     try:
-        model = model_from_config(meta.model.name, meta.model.config)
+        if meta.model.factory:
+            from .factory import load_trusted
+
+            model = load_trusted(meta.model.factory, meta.model.config, tensors)
+            model.modelpress_label = meta.model.name
+        else:
+            model = model_from_config(meta.model.name, meta.model.config)
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     _load_strict(model, tensors, path)

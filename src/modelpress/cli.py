@@ -92,6 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
     p.add_argument("checkpoint", type=Path)
 
+    p = sub.add_parser(
+        "run", help="run a recipe end to end (train, compress, build, benchmark, report, gate)"
+    )
+    p.add_argument("recipe", type=Path)
+    p.add_argument(
+        "--out", type=Path, help="output folder (default: the recipe's out:, or runs/<name>)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="redo every stage")
+    p.add_argument(
+        "--ray", metavar="ADDRESS", help="run search trials on this Ray cluster ('auto', 'local')"
+    )
+    p.add_argument("--progress", action="store_true", help="per-epoch progress bars")
+
+    from . import bench, gate, report
+
+    bench.configure_parser(
+        sub.add_parser("bench", help="benchmark checkpoints on targets (fresh process each)")
+    )
+    gate.configure_parser(
+        sub.add_parser("gate", help="check results against a policy (exit 0 pass, 1 fail, 2 usage)")
+    )
+    report.configure_parser(
+        sub.add_parser("report", help="markdown + HTML report of a results file")
+    )
+
     sub.add_parser("models", help="list registry models")
     sub.add_parser("datasets", help="list datasets")
     return parser
@@ -199,6 +224,29 @@ def cmd_datasets(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(a: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    outcome = run(a.recipe, out=a.out, use_cache=not a.no_cache, progress=a.progress, ray=a.ray)
+    print(f"results: {outcome.results_path}")
+    print(f"report:  {outcome.report_html}  (and {outcome.report_md.name})")
+    if outcome.gate_summary:
+        print(f"gates:   {outcome.gate_summary} (JUnit: {outcome.junit})")
+    print(
+        f"wall time {outcome.seconds:.1f} s; stages cached {outcome.cache_hits}, run {outcome.cache_misses}"
+    )
+    return outcome.exit_code
+
+
+def _delegate(module: str, fn: str):
+    def call(a: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f".{module}", __package__), fn)(a)
+
+    return call
+
+
 COMMANDS = {
     "train": cmd_train,
     "baselines": cmd_baselines,
@@ -206,6 +254,10 @@ COMMANDS = {
     "info": cmd_info,
     "models": cmd_models,
     "datasets": cmd_datasets,
+    "run": cmd_run,
+    "bench": _delegate("bench", "cmd_bench"),
+    "gate": _delegate("gate", "cmd_gate"),
+    "report": _delegate("report", "cmd_report"),
 }
 
 

@@ -18,7 +18,7 @@ import copy
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -141,10 +141,12 @@ def train(
     *,
     progress: bool = True,
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    extra_params: Iterable[nn.Parameter] = (),
 ) -> TrainResult:
     """Train ``model`` on ``data.train``, keep the weights of the best val epoch, report test.
 
-    ``loss_fn(model, x, y)`` replaces the cross-entropy step (distillation plugs in here).
+    ``loss_fn(model, x, y)`` replaces the cross-entropy step (distillation plugs in here);
+    ``extra_params`` are trained alongside the model but not saved with it (distillation adapters).
     """
     cfg = cfg or TrainConfig()
     rank, world = dist_info()
@@ -155,7 +157,8 @@ def train(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [*model.parameters(), *extra_params]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
     augment = _augmenter(cfg, data)
     criterion = loss_fn or (
@@ -184,7 +187,7 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 sched.step()
                 total_loss += loss.item()

@@ -53,6 +53,9 @@ class OrtConfig:
     # int8 static: qdq (portable, TensorRT reads it) | qoperator (smaller, ORT only)
     quant_format: str = "qdq"
     exclude: tuple[str, ...] = ()  # int8: torch module paths kept in float (see sensitivity)
+    # GRU/LSTM export: auto = unrolled into Linear layers for int8 builds (ORT has no int8 GRU and
+    # does not quantize the exported LSTM), the native recurrent op otherwise
+    rnn: str = "auto"
     percentile: float = 99.999  # for calibration="percentile"
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class OrtConfig:
                 f"activation_type must be uint8 or int8, got {self.activation_type!r}"
             )
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.rnn not in ("auto", "native", "unrolled"):
+            raise ConfigError(f"rnn must be auto, native or unrolled, got {self.rnn!r}")
         if self.quant_format not in ("qdq", "qoperator"):
             raise ConfigError(f"quant_format must be qdq or qoperator, got {self.quant_format!r}")
         if not 90.0 <= self.percentile < 100.0:
@@ -161,7 +166,7 @@ class OnnxRuntimeTarget:
         if precision == "qdq":
             return self._pass_through_qdq(art, dest, meta)
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            fp32 = self._float_onnx(art, Path(tmp), meta)
+            fp32 = self._float_onnx(art, Path(tmp), meta, precision)
             if precision == "fp32":
                 built = fp32
             elif precision == "fp16":
@@ -181,7 +186,9 @@ class OnnxRuntimeTarget:
         cfg.pop("threads")  # a load-time setting: it does not change the file
         return cfg if precision == "int8" else {"optimization": cfg["optimization"]}
 
-    def _float_onnx(self, art: Artifact, tmp: Path, meta: dict[str, Any]) -> Path:
+    def _float_onnx(
+        self, art: Artifact, tmp: Path, meta: dict[str, Any], precision: str = "fp32"
+    ) -> Path:
         if art.format == "onnx":
             dest = tmp / art.path.name
             for f in onnx_files(art.path):
@@ -192,10 +199,16 @@ class OnnxRuntimeTarget:
                 f"onnxruntime builds from a torch checkpoint or an .onnx file, not {art.format}"
             )
         from ..checkpoint import load_checkpoint
+        from ..rnn_unroll import has_rnn, unroll_rnns
 
         ckpt = load_checkpoint(art.path)
+        model = ckpt.model
+        unroll = self.cfg.rnn == "unrolled" or (self.cfg.rnn == "auto" and "int8" in precision)
+        if unroll and has_rnn(model):
+            model = unroll_rnns(model)
+            meta["rnn"] = "unrolled"
         return export_onnx(
-            ckpt.model, ckpt.input_spec, tmp / "model.fp32.onnx", meta, parent_id=art.id
+            model, ckpt.input_spec, tmp / "model.fp32.onnx", meta, parent_id=art.id
         ).path
 
     def _fp16(self, fp32: Path, dest: Path) -> Path:
@@ -267,6 +280,11 @@ class OnnxRuntimeTarget:
                     calibrate_method=method,
                     extra_options=extra,
                     nodes_to_exclude=excluded,
+                    # an unrolled RNN: quantize only its projections; QDQ around every gate op
+                    # of every step would cost more bytes than the int8 weights save
+                    op_types_to_quantize=list(COMPUTE_PREFIXES)
+                    if meta.get("rnn") == "unrolled"
+                    else None,
                 )
         except Exception as exc:
             raise BuildError(
@@ -364,12 +382,18 @@ def nodes_of_modules(path: Path, modules: tuple[str, ...]) -> list[str]:
         hits = [n for n in names if n.startswith(f"{module}/")]
         parent, _, last = module.rpartition(".")
         if not hits and parent and last.isdigit():  # folded into a sibling (conv + BN)
-            hits = [n for n in names if n.startswith(f"{parent}.") and n.split("/")[-1].startswith(COMPUTE_PREFIXES)]
+            hits = [
+                n
+                for n in names
+                if n.startswith(f"{parent}.") and n.split("/")[-1].startswith(COMPUTE_PREFIXES)
+            ]
         picked += hits
         if not hits:
             unmatched.append(module)
     if unmatched:
-        raise ConfigError(f"exclude: no ONNX node comes from module(s) {unmatched}; node names: {names[:8]} ...")
+        raise ConfigError(
+            f"exclude: no ONNX node comes from module(s) {unmatched}; node names: {names[:8]} ..."
+        )
     return sorted(set(picked))
 
 

@@ -1,0 +1,183 @@
+"""Bring your own model: a recipe model given as a factory + weights, or as a ready .onnx file.
+
+- ``factory: package.module:function`` (+ ``kwargs``) builds the nn.Module; ``weights`` is a
+  ``.safetensors`` state dict or a ``.pt`` file read with ``torch.load(weights_only=True)``;
+  ``input`` says what one sample looks like. The recipe's folder is put on ``sys.path`` so a
+  factory module kept beside the recipe imports. The model is validated on the recipe's data
+  (the view given by ``view:`` or ``input.kind``) and saved as a modelpress checkpoint, after
+  which every torch pass and target treats it like a registry model.
+- ``onnx: model.onnx`` goes to the ONNX Runtime and TensorRT targets as it is; torch passes and
+  torch-only targets are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .artifact import Artifact
+from .data.base import InputSpec
+from .errors import ConfigError
+from .fsutil import sha256_file
+from .stages import artifact_from_manifest, artifact_to_manifest
+
+if TYPE_CHECKING:
+    from .pipeline import ModelRun, Pipeline
+    from .recipe import ModelSection
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from .pt with weights_only=True (never a pickle)."""
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix in (".pt", ".pth", ".bin"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot read {path} with weights_only=True: {exc}; save a state_dict"
+            ) from exc
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ConfigError(
+                f"{path} does not hold a state dict of tensors; save model.state_dict()"
+            )
+        return obj
+    raise ConfigError(f"weights {path} must be .safetensors or .pt (state dict)")
+
+
+def _spec(m: ModelSection) -> InputSpec:
+    return InputSpec(kind=m.input.kind, shape=tuple(m.input.shape), dtype=m.input.dtype)
+
+
+def _resolve(pipe: Pipeline, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else (pipe.recipe_path.parent / path)
+
+
+def import_model(pipe: Pipeline, label: str, m: ModelSection) -> ModelRun:
+    from .pipeline import ModelRun
+
+    spec = _spec(m)
+    data = pipe.data(m.view or spec.kind)
+    if tuple(data.input_spec.shape) != spec.shape:
+        raise ConfigError(
+            f"models.{label}.input shape {list(spec.shape)} does not match the data's "
+            f"{data.input_spec.kind} view {list(data.input_spec.shape)}; fix input: or data: (resize:)"
+        )
+    if m.onnx:
+        run = ModelRun(
+            label=label, family="user", data=data, baseline=_import_onnx(pipe, label, m, data)
+        )
+        if pipe.recipe.passes_for(label):
+            run.notes.append("torch passes skipped: the model was given as an .onnx file")
+            pipe.log(f"  [note]   {label}: torch passes skipped (the model is an .onnx file)")
+        return run
+    run = ModelRun(
+        label=label, family="user", data=data, baseline=_import_factory(pipe, label, m, data)
+    )
+    if m.teacher is not None:
+        run.teacher = pipe.teacher(label, m)
+    for entry in pipe.recipe.passes_for(label):
+        pipe.apply_pass(run, entry)
+    return run
+
+
+def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
+    from .checkpoint import save_trained
+    from .factory import allow_factory, build_from_factory
+    from .train import evaluate
+
+    folder = str(pipe.recipe_path.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    allow_factory(m.factory)
+    weights = _resolve(pipe, m.weights) if m.weights else None
+    config = {
+        "factory": m.factory,
+        "kwargs": m.kwargs,
+        "input": m.input.model_dump(),
+        "weights": sha256_file(weights) if weights else None,
+        "data": data.preprocessing.get("data_config"),
+    }
+
+    def build(tmp: Path) -> dict[str, Any]:
+        model = build_from_factory(m.factory, m.kwargs)
+        model.modelpress_label = label
+        if weights is not None:
+            state = load_weights(weights)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ConfigError(
+                    f"models.{label}.weights do not fit the factory's model: "
+                    f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
+                )
+        model.eval()
+        try:
+            out = model(torch.as_tensor(data.test.x[:2]))
+        except Exception as exc:
+            raise ConfigError(
+                f"models.{label} does not run on input {list(data.input_spec.shape)}: {exc}"
+            ) from exc
+        if tuple(out.shape) != (2, data.num_classes):
+            raise ConfigError(
+                f"models.{label} returns {tuple(out.shape)} for a batch of 2; expected "
+                f"(2, {data.num_classes}) logits for the data's {data.num_classes} classes"
+            )
+        acc = evaluate(model, data.test)["accuracy"]
+        art = save_trained(
+            tmp / f"{label}.safetensors",
+            model,
+            data,
+            metrics={"test_accuracy": acc},
+            lineage=[{"stage": "import", "factory": m.factory}],
+        )
+        return {"artifact": artifact_to_manifest(art, tmp), "test_accuracy": acc}
+
+    folder_, manifest = pipe.cache.run("import", pipe.cache.key("import", "", config), build, label)
+    return artifact_from_manifest(manifest["artifact"], folder_)
+
+
+def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
+    from .export import onnx_files, write_onnx_meta
+
+    src = _resolve(pipe, m.onnx)
+    if not src.is_file():
+        raise ConfigError(f"models.{label}.onnx: {src} does not exist")
+    config = {
+        "onnx": sha256_file(src),
+        "input": m.input.model_dump(),
+        "data": data.preprocessing.get("data_config"),
+    }
+    meta = {
+        "model": {"name": label, "config": {}},
+        "input_spec": data.input_spec.to_dict(),
+        "labels": data.labels,
+        "preprocessing": data.preprocessing,
+        "metrics": {},
+        "lineage": [{"stage": "import", "onnx": src.name}],
+    }
+
+    def build(tmp: Path) -> dict[str, Any]:
+        dest = tmp / f"{label}.onnx"
+        for f in onnx_files(src):
+            shutil.copy2(f, tmp / (dest.name if f == src else f.name))
+        write_onnx_meta(dest, meta)
+        key = pipe.cache.key("import", "", config)
+        art = Artifact(
+            path=dest, format="onnx", id=key, meta={**meta, "id": key}, files=onnx_files(dest)
+        )
+        return {"artifact": artifact_to_manifest(art, tmp)}
+
+    folder, manifest = pipe.cache.run("import", pipe.cache.key("import", "", config), build, label)
+    return artifact_from_manifest(manifest["artifact"], folder)

@@ -1,0 +1,301 @@
+"""``modelpress run recipe.yaml``: train -> distill -> prune -> quantize -> build per target ->
+validate -> benchmark -> report -> gate, every stage cached and resumable (see stages.py).
+
+Failure isolation: a target that is unavailable or fails to build becomes a results row with
+its reason and the rest go on; the exit code reflects the gates (0 pass, 1 fail), or 1 when no
+gates are set and nothing at all could be measured.
+
+>>> from modelpress.pipeline import run                                  # doctest: +SKIP
+>>> outcome = run("recipes/digits.yaml")
+>>> outcome.report_html
+PosixPath('runs/digits/report.html')
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifact import Artifact
+from .data import DataBundle, DataConfig, load_dataset
+from .errors import ConfigError, ModelPressError, one_line
+from .recipe import Recipe, load_recipe, pass_configs, pass_name
+from .stages import StageCache, artifact_from_manifest, artifact_to_manifest
+
+
+@dataclass
+class ModelRun:
+    """What one recipe model became: its float baseline, the compressed chain, their records."""
+
+    label: str
+    family: str
+    data: DataBundle
+    baseline: Artifact
+    teacher: Artifact | None = None
+    compressed: Artifact | None = None  # the last torch artifact of the pass chain
+    qdq: Artifact | None = None  # a QAT QDQ ONNX artifact, when the chain has qat
+    chain: list[str] = field(default_factory=list)
+    pass_records: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def compressed_label(self) -> str:
+        return f"{self.label}+{'+'.join(self.chain)}" if self.chain else self.label
+
+
+@dataclass
+class RunOutcome:
+    results_path: Path
+    report_md: Path
+    report_html: Path
+    exit_code: int
+    models: list[ModelRun]
+    gate_summary: str = ""
+    junit: Path | None = None
+    seconds: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        recipe: Recipe,
+        recipe_path: Path,
+        out_dir: Path,
+        *,
+        use_cache: bool = True,
+        log: Callable[[str], None] = print,
+        progress: bool = False,
+    ):
+        self.recipe = recipe
+        self.recipe_path = recipe_path
+        self.out = out_dir
+        self.log = log
+        self.progress = progress
+        self.cache = StageCache(out_dir / "cache", log=log, enabled=use_cache)
+        self._data: dict[str, DataBundle] = {}
+
+    # -- data -----------------------------------------------------------------------------------
+    def data(self, view: str) -> DataBundle:
+        if view not in self._data:
+            cfg = {k: v for k, v in self.recipe.data.items() if k != "calibration"}
+            self._data[view] = load_dataset(DataConfig(**{**cfg, "view": view}))
+        return self._data[view]
+
+    @property
+    def trust(self) -> dict[str, list[str]]:
+        """What a worker process needs to rebuild this recipe's own models."""
+        factories = sorted({m.factory for m in self.recipe.models.values() if m.factory})
+        return {"pythonpath": [str(self.recipe_path.parent.resolve())], "factories": factories}
+
+    @property
+    def calibration(self) -> int:
+        return int(self.recipe.data.get("calibration", 256))
+
+    # -- training -------------------------------------------------------------------------------
+    def train(
+        self, label: str, name: str, width: float, options: dict, train: dict, view: str | None
+    ) -> Artifact:
+        from .baselines import fit, train_config_for, view_for
+        from .checkpoint import save_trained
+
+        data_cfg = view_for(
+            name, DataConfig(**{k: v for k, v in self.recipe.data.items() if k != "calibration"})
+        )
+        data = self.data(view or data_cfg.view)
+        overrides = {"seed": self.recipe.seed, **train}
+        config = {
+            "model": name,
+            "width": width,
+            "options": options,
+            "train": overrides,
+            "data": data.preprocessing.get("data_config"),
+        }
+
+        def build(tmp: Path) -> dict[str, Any]:
+            result = fit(
+                name, data, width=width, model_options=options, progress=self.progress, **overrides
+            )
+            metrics = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy}
+            record = {**train_config_for(name, **overrides).to_dict(), **result.summary()}
+            art = save_trained(
+                tmp / f"{label}.safetensors",
+                result.model,
+                data,
+                metrics=metrics,
+                train=record,
+                lineage=[{"stage": "train", "model": name, "width": width}],
+            )
+            return {
+                "artifact": artifact_to_manifest(art, tmp),
+                "test_accuracy": result.test_accuracy,
+                "seconds": result.seconds,
+            }
+
+        folder, manifest = self.cache.run(
+            "train", self.cache.key("train", "", config), build, label
+        )
+        return artifact_from_manifest(manifest["artifact"], folder)
+
+    # -- passes ---------------------------------------------------------------------------------
+    def apply_pass(self, run: ModelRun, entry: dict[str, Any]) -> None:
+        name = pass_name(entry)
+        opts = pass_configs(entry)
+        train = opts.pop("train", {})
+        if run.qdq is not None:
+            raise ConfigError(
+                f"models.{run.label}: qat must be the last pass (its output is an ONNX graph)"
+            )
+        parent = run.compressed or run.baseline
+        key = self.cache.key(
+            name,
+            parent.id,
+            {
+                "options": opts,
+                "train": train,
+                "teacher": run.teacher.id if run.teacher else None,
+                "seed": self.recipe.seed,
+            },
+        )
+
+        def build(tmp: Path) -> dict[str, Any]:
+            result = self._pass_fn(name, opts, train, run, parent, tmp)
+            return {
+                "artifact": artifact_to_manifest(result.artifact, tmp),
+                "record": result.record.to_dict(),
+            }
+
+        folder, manifest = self.cache.run(name, key, build, run.label)
+        art = artifact_from_manifest(manifest["artifact"], folder)
+        run.pass_records.append(manifest["record"])
+        run.chain.append(name)
+        if art.format == "onnx":
+            run.qdq = art
+        else:
+            run.compressed = art
+
+    def _pass_fn(
+        self, name: str, opts: dict, train: dict, run: ModelRun, parent: Artifact, tmp: Path
+    ):
+        from .compress.base import PassContext, load_model
+
+        ctx = PassContext(data=run.data, out_dir=tmp, seed=self.recipe.seed, progress=self.progress)
+        tuple_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+        if name == "distill":
+            from .baselines import train_config_for
+            from .compress.distill import DistillConfig, distill
+
+            model_name = parent.meta["model"]["name"]
+            train_cfg = train_config_for(model_name, **{"seed": self.recipe.seed, **train})
+            return distill(run.teacher, parent, DistillConfig(**tuple_opts), ctx, train_cfg)
+        if name == "prune":
+            from .compress.prune import PruneConfig, prune
+
+            teacher = load_model(run.teacher)[0] if run.teacher is not None else None
+            return prune(parent, PruneConfig(**tuple_opts), ctx, teacher=teacher)
+        if name == "qat":
+            from .compress.quantize import QATConfig, qat
+
+            return qat(parent, QATConfig(**tuple_opts), ctx)
+        if name == "fp16":
+            from .compress.quantize import to_fp16
+
+            return to_fp16(parent, ctx)
+        if name == "sparsity":
+            from .compress.sparsity import SparsityConfig, sparsify
+
+            return sparsify(parent, SparsityConfig(**tuple_opts), ctx)
+        raise ConfigError(f"unknown pass {name!r}")  # recipe validation makes this unreachable
+
+    # -- models ---------------------------------------------------------------------------------
+    def model(self, label: str) -> ModelRun:
+        from .models import MODELS
+
+        m = self.recipe.models[label]
+        self.log(f"[model] {label}")
+        if m.source != "registry":
+            from .byo import import_model
+
+            return import_model(self, label, m)
+        base = self.train(label, m.model, m.width, m.options, m.train, m.view)
+        data = self.data(base.meta["input_spec"]["kind"])
+        run = ModelRun(label=label, family=MODELS[m.model].family, data=data, baseline=base)
+        if m.teacher is not None:
+            run.teacher = self.teacher(label, m)
+        for entry in self.recipe.passes_for(label):
+            self.apply_pass(run, entry)
+        return run
+
+    def teacher(self, label: str, m) -> Artifact:
+        t = m.teacher
+        if t.checkpoint:
+            from .checkpoint import load_checkpoint
+
+            return load_checkpoint(t.checkpoint).artifact
+        return self.train(f"{label}-teacher", t.model, t.width, t.options, t.train, None)
+
+    # -- targets --------------------------------------------------------------------------------
+    def source_for(
+        self, run: ModelRun, variant: str, target: str, precision: str
+    ) -> Artifact | None:
+        """Which artifact a target builds from: QDQ from QAT for ORT qdq / TensorRT int8."""
+        if variant == "baseline":
+            return run.baseline
+        if run.qdq is not None and (
+            (target == "onnxruntime" and precision == "qdq")
+            or (target == "tensorrt" and precision == "int8")
+        ):
+            return run.qdq
+        return run.compressed
+
+    def variants(self, run: ModelRun) -> list[tuple[str, str]]:
+        """(variant, results label) pairs: the float baseline, and the compressed chain if any."""
+        out = [("baseline", run.label)]
+        if run.chain:
+            out.append(("compressed", run.compressed_label))
+        return out
+
+
+def run(
+    recipe_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    use_cache: bool = True,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+    ray: str | None = None,
+) -> RunOutcome:
+    """Run a recipe end to end. Raises ConfigError before any work when the recipe is invalid.
+
+    ``ray``: address of a Ray cluster for the search trials (``auto``, ``local``, host:port)."""
+    from .run_steps import benchmark_all, finish
+
+    start = time.perf_counter()
+    recipe, _ = load_recipe(recipe_path)
+    out_dir = Path(out) if out else recipe.out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe = Pipeline(
+        recipe, Path(recipe_path), out_dir, use_cache=use_cache, log=log, progress=progress
+    )
+    models = []
+    for label in recipe.models:
+        try:
+            models.append(pipe.model(label))
+        except ModelPressError:
+            raise
+        except Exception as exc:
+            raise ModelPressError(f"models.{label}: {type(exc).__name__}: {one_line(exc)}") from exc
+    results = benchmark_all(pipe, models)
+    search = None
+    if recipe.search is not None:
+        from .search import run_search
+
+        search = run_search(pipe, models, ray=ray)
+    outcome = finish(pipe, models, results, search)
+    outcome.seconds = time.perf_counter() - start
+    outcome.cache_hits, outcome.cache_misses = pipe.cache.hits, pipe.cache.misses
+    return outcome

@@ -1,0 +1,350 @@
+"""Accuracy-aware search over compression configurations (the recipe's ``search:`` section).
+
+For each searched model: pruning ratios x precisions x "keep the k most quantization-sensitive
+layers in float" are tried on one target. Preparing a trial (prune + recover, build, validate on
+the runtime) runs in parallel worker processes, or as Ray tasks on a cluster (``--ray ADDRESS``;
+Ray is the optional ``ray`` extra). Latency is then measured one artifact at a time in fresh
+processes, never two at once, so trials compete on equal terms. The result is the Pareto front
+of (accuracy drop, objective) and the best configuration within the accuracy-drop budget, in
+the spirit of Intel Neural Compressor's tolerable loss, NNCF's max_drop and Olive's Pareto
+frontier, but across pruning, quantization and target together.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .artifact import Artifact
+from .errors import ConfigError, one_line
+from .stages import StageCache, artifact_from_manifest, artifact_to_manifest
+
+if TYPE_CHECKING:
+    from .pipeline import ModelRun, Pipeline
+
+
+@dataclass
+class Trial:
+    model: str
+    prune_ratio: float
+    precision: str
+    keep_float: int
+    status: str = "ok"
+    reason: str = ""
+    accuracy: float | None = None
+    accuracy_drop: float | None = None  # points below the float baseline, on the runtime
+    latency_ms: float | None = None  # p50 at the search batch
+    size_bytes: int | None = None
+    kept_float: list[str] = field(default_factory=list)
+    artifact: str = ""
+
+    def objective(self, kind: str) -> float | None:
+        return self.latency_ms if kind == "latency" else self.size_bytes
+
+
+@dataclass
+class SearchResult:
+    objective: str
+    max_drop: float
+    target: str
+    trials: list[Trial]
+    front: dict[str, list[int]]  # model -> indices into trials (Pareto-optimal)
+    chosen: dict[str, int | None]  # model -> index of the best trial within budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective,
+            "max_drop": self.max_drop,
+            "target": self.target,
+            "trials": [asdict(t) for t in self.trials],
+            "front": self.front,
+            "chosen": self.chosen,
+        }
+
+    def print(self, log: Callable[[str], None] = print) -> None:
+        unit = "ms" if self.objective == "latency" else "bytes"
+        for model, idx in self.chosen.items():
+            front = ", ".join(_describe(self.trials[i], self.objective) for i in self.front[model])
+            log(f"[search] {model}: Pareto front ({unit}): {front}")
+            if idx is None:
+                log(
+                    f"[search] {model}: no configuration within {self.max_drop} points of the float model"
+                )
+            else:
+                log(f"[search] {model}: chosen {_describe(self.trials[idx], self.objective)}")
+
+
+def _describe(t: Trial, objective: str) -> str:
+    value = t.objective(objective)
+    shown = f"{value:.3f} ms" if objective == "latency" else f"{value} B"
+    return f"prune {t.prune_ratio:g} {t.precision} keep_float {t.keep_float}: drop {t.accuracy_drop:+.2f} pt, {shown}"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (x, y), both minimised."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 <= y) and (x2 < x or y2 < y)
+            for j, (x2, y2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def choose(trials: list[Trial], indices: list[int], max_drop: float, objective: str) -> int | None:
+    ok = [
+        i
+        for i in indices
+        if trials[i].status == "ok"
+        and trials[i].accuracy_drop is not None
+        and trials[i].accuracy_drop <= max_drop
+        and trials[i].objective(objective) is not None
+    ]
+    return (
+        min(ok, key=lambda i: (trials[i].objective(objective), trials[i].accuracy_drop))
+        if ok
+        else None
+    )
+
+
+# -- one task: prune at one ratio, then build every (precision, keep_float) ----------------------
+
+
+def prepare_ratio(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Worker side (a process or a Ray task): prune ``start`` to ``ratio`` and build the target
+    for every precision and keep-float count; returns built artifacts (manifest form) or reasons."""
+    from .bench import run_worker
+    from .bench_worker import trust
+    from .compress.base import PassContext
+    from .compress.prune import PruneConfig, prune
+    from .data import DataConfig, load_dataset
+
+    trust(task["trust"])
+    cache = StageCache(Path(task["cache"]), log=lambda s: None)
+    start = Artifact.from_dict(task["start"])
+    data = load_dataset(DataConfig(**task["data_config"]))
+    art = start
+    if task["ratio"] > 0:
+        cfg = {
+            "ratio": task["ratio"],
+            "recovery": "finetune",
+            "recovery_epochs": task["recovery_epochs"],
+        }
+
+        def do_prune(tmp: Path) -> dict[str, Any]:
+            res = prune(
+                start, PruneConfig(**cfg), PassContext(data=data, out_dir=tmp, seed=task["seed"])
+            )
+            return {"artifact": artifact_to_manifest(res.artifact, tmp)}
+
+        folder, man = cache.run(
+            "prune", cache.key("prune", start.id, {"options": cfg, "seed": task["seed"]}), do_prune
+        )
+        art = artifact_from_manifest(man["artifact"], folder)
+    out = []
+    for precision, keep in task["combos"]:
+        exclude = task["sensitive"][:keep] if keep else []
+        options = {**task["options"], **({"exclude": exclude} if exclude else {})}
+        key = cache.key(
+            "build",
+            art.id,
+            {
+                "target": task["target"],
+                "precision": precision,
+                "options": options,
+                "calibration": task["calibration"],
+            },
+        )
+        entry = {"precision": precision, "keep_float": keep, "kept_float": exclude}
+
+        def do_build(tmp: Path, precision=precision, options=options) -> dict[str, Any]:
+            res = run_worker(
+                {
+                    "mode": "build",
+                    "artifact": art.to_dict(),
+                    "target": task["target"],
+                    "target_options": options,
+                    "precision": precision,
+                    "out_dir": str(tmp),
+                    "calibration": task["calibration"],
+                    **task["trust"],
+                },
+                900.0,
+                tmp,
+            )
+            for leftover in tmp.glob("job-*.json"):
+                leftover.unlink()
+            if res["status"] != "ok":
+                raise RuntimeError(res["reason"])
+            return {"artifact": artifact_to_manifest(Artifact.from_dict(res["artifact"]), tmp)}
+
+        try:
+            folder, man = cache.run("build", key, do_build)
+            entry.update(
+                status="ok",
+                artifact=artifact_from_manifest(man["artifact"], folder).to_dict(),
+                options=options,
+            )
+        except Exception as exc:
+            entry.update(status="failed", reason=one_line(exc))
+        out.append(entry)
+    return out
+
+
+def _run_tasks(
+    tasks: list[dict[str, Any]], workers: int, ray: str | None
+) -> list[list[dict[str, Any]]]:
+    if ray:
+        return _run_ray(tasks, ray)
+    if workers <= 1 or len(tasks) <= 1:
+        return [prepare_ratio(t) for t in tasks]
+    import multiprocessing
+
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        return list(pool.map(prepare_ratio, tasks))
+
+
+def _run_ray(tasks: list[dict[str, Any]], address: str) -> list[list[dict[str, Any]]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("--ray needs Ray: pip install 'modelpress[ray]'") from exc
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(prepare_ratio)
+    return ray.get([remote.remote(t) for t in tasks])
+
+
+# -- the search -----------------------------------------------------------------------------------
+
+
+def _start(run: ModelRun) -> Artifact:
+    """Search from the distilled model when the chain distils (KD helps every trial), else the
+    float baseline."""
+    if "distill" in run.chain and run.pass_records:
+        return run.compressed if run.chain[-1] == "distill" else run.baseline
+    return run.baseline
+
+
+def _sensitive_layers(pipe: Pipeline, run: ModelRun, start: Artifact, k: int) -> list[str]:
+    if k <= 0:
+        return []
+    from .compress.sensitivity import SensitivityConfig, sensitivity
+
+    def build(tmp: Path) -> dict[str, Any]:
+        report = sensitivity(start, run.data, SensitivityConfig(top_k=k))
+        return {"layers": [r.name for r in report.layers], "report": report.to_dict()}
+
+    _, man = pipe.cache.run(
+        "sensitivity", pipe.cache.key("sensitivity", start.id, {"k": k}), build, run.label
+    )
+    return man["layers"][:k]
+
+
+def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -> SearchResult:
+    from .run_steps import reference
+
+    s = pipe.recipe.search
+    options = pipe.recipe.targets[s.target].options if s.target in pipe.recipe.targets else {}
+    chosen_models = [
+        m
+        for m in models
+        if (s.models is None or m.label in s.models) and m.baseline.format == "torch"
+    ]
+    trials: list[Trial] = []
+    front: dict[str, list[int]] = {}
+    chosen: dict[str, int | None] = {}
+    for run in chosen_models:
+        pipe.log(
+            f"[search] {run.label}: ratios {s.prune_ratios} x {s.precisions} x keep_float {s.keep_float}"
+        )
+        start = _start(run)
+        sensitive = _sensitive_layers(pipe, run, start, max(s.keep_float))
+        combos = [
+            (p, k)
+            for p, k in itertools.product(s.precisions, s.keep_float)
+            if k == 0 or "int8" in p
+        ]
+        tasks = [
+            {
+                "cache": str(pipe.cache.root),
+                "start": start.to_dict(),
+                "ratio": r,
+                "combos": combos,
+                "sensitive": sensitive,
+                "target": s.target,
+                "options": options,
+                "calibration": pipe.calibration,
+                "seed": pipe.recipe.seed,
+                "recovery_epochs": s.recovery_epochs,
+                "data_config": run.data.preprocessing["data_config"],
+                "trust": pipe.trust,
+            }
+            for r in s.prune_ratios
+        ]
+        prepared = _run_tasks(tasks, s.workers, ray)
+        first = len(trials)
+        trials += _measure(pipe, run, s, options, reference(pipe, run), prepared)
+        idx = list(range(first, len(trials)))
+        ok = [
+            i
+            for i in idx
+            if trials[i].status == "ok" and trials[i].objective(s.objective) is not None
+        ]
+        pts = [(trials[i].accuracy_drop, trials[i].objective(s.objective)) for i in ok]
+        front[run.label] = [ok[j] for j in pareto_front(pts)]
+        chosen[run.label] = choose(trials, front[run.label], s.max_drop, s.objective)
+    return SearchResult(s.objective, s.max_drop, s.target, trials, front, chosen)
+
+
+def _measure(pipe: Pipeline, run: ModelRun, s, options: dict, ref, prepared) -> list[Trial]:
+    """Validate and time every prepared trial, one at a time, in one fresh worker process."""
+    from .run_steps import Job, bench_all, bench_settings
+
+    trials, jobs = [], []
+    for ratio, entries in zip(s.prune_ratios, prepared):
+        for e in entries:
+            t = Trial(
+                model=run.label,
+                prune_ratio=ratio,
+                precision=e["precision"],
+                keep_float=e["keep_float"],
+                kept_float=e["kept_float"],
+            )
+            job = Job(
+                label=f"{run.label}~p{ratio:g}~k{e['keep_float']}",
+                precision=e["precision"],
+                source=run.baseline,
+            )
+            if e["status"] == "ok":
+                job.built = Artifact.from_dict(e["artifact"])
+            else:
+                job.failure = {"status": "failed", "reason": e["reason"]}
+            trials.append(t)
+            jobs.append(job)
+    settings = replace(bench_settings(pipe), batch_sizes=(s.batch,))
+    for t, job, rec in zip(
+        trials, jobs, bench_all(pipe, run, s.target, options, jobs, ref, settings)
+    ):
+        if rec.status != "ok":
+            t.status, t.reason = rec.status, rec.reason
+            continue
+        lat = rec.latency_at(s.batch)
+        t.accuracy = rec.validation.accuracy if rec.validation else None
+        t.accuracy_drop = rec.validation.accuracy_drop if rec.validation else None
+        t.latency_ms = lat.p50_ms if lat else None
+        t.size_bytes = rec.size_bytes
+        t.artifact = str(job.built.path)
+    return trials
