@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/modelpress baselines --data digits --out runs/digits/baselines
+	$(BIN)/modelpress run recipes/digits.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -35,7 +35,7 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/baselines.py
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -238,13 +238,14 @@ MODES = {"bench": run_bench, "build": run_build, "many": run_many}
 
 def trust(job: dict[str, Any]) -> None:
     """Make a user's model importable here: the folders and factories the parent trusted."""
-    from .factory import allow_factory
-
     for folder in job.get("pythonpath", []):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    for factory in job.get("factories", []):
-        allow_factory(factory, check=False)  # imported only if a checkpoint here needs it
+    if job.get("factories"):
+        from .factory import allow_factory  # imports torch: only when there is a factory
+
+        for factory in job["factories"]:
+            allow_factory(factory, check=False)  # imported only if a checkpoint here needs it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,7 +181,7 @@ class Pipeline:
     def _pass_fn(
         self, name: str, opts: dict, train: dict, run: ModelRun, parent: Artifact, tmp: Path
     ):
-        from .compress.base import PassContext, load_model
+        from .compress.base import PassContext
 
         ctx = PassContext(data=run.data, out_dir=tmp, seed=self.recipe.seed, progress=self.progress)
         tuple_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
@@ -193,9 +193,10 @@ class Pipeline:
             train_cfg = train_config_for(model_name, **{"seed": self.recipe.seed, **train})
             return distill(run.teacher, parent, DistillConfig(**tuple_opts), ctx, train_cfg)
         if name == "prune":
+            from .compress.distill_features import teacher_for
             from .compress.prune import PruneConfig, prune
 
-            teacher = load_model(run.teacher)[0] if run.teacher is not None else None
+            teacher = teacher_for(run.teacher, run.data) if run.teacher is not None else None
             return prune(parent, PruneConfig(**tuple_opts), ctx, teacher=teacher)
         if name == "qat":
             from .compress.quantize import QATConfig, qat

@@ -220,3 +220,28 @@ def view_converter(
         f"teacher input {t_view} {teacher_spec.shape} and student input {s_view} "
         f"{student_spec.shape} are not two views of the same images"
     )
+
+
+class ViewedTeacher(nn.Module):
+    """A teacher that takes the student's view of the data (converted on the way in), so any
+    loss that calls ``teacher(x)`` on student batches works across views (e.g. KD recovery
+    after pruning a sequence model with an image teacher)."""
+
+    def __init__(self, teacher: nn.Module, convert: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.teacher = teacher
+        self.convert = convert
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.teacher(self.convert(x))
+
+
+def teacher_for(teacher_art, data) -> nn.Module:
+    """The teacher of ``teacher_art`` (a checkpoint artifact), reading ``data``'s view."""
+    from .base import load_model
+
+    model, ckpt = load_model(teacher_art)
+    convert = view_converter(
+        ckpt.meta.preprocessing, data.preprocessing, ckpt.input_spec, data.input_spec
+    )
+    return ViewedTeacher(model, convert).eval()

@@ -1,0 +1,129 @@
+"""The project's headline benchmark: `python benchmarks/run.py` (or `make bench`).
+
+Runs benchmarks/suite.yaml through the pipeline (train, distill, prune, build, validate, measure:
+each target in its own fresh process), then writes benchmarks/results/headline.md: per family,
+torch eager fp32, ONNX Runtime fp32 / int8, pruned + KD + ONNX Runtime int8, LiteRT fp32 / int8,
+with accuracy on the runtime, bytes on disk, p50 latency at batch 1 and 32, and speed-ups as
+ratios to torch eager fp32 and to ONNX Runtime fp32 measured in the same run.
+
+    python benchmarks/run.py [--fresh]     # --fresh: ignore cached stages, remeasure everything
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = [
+    ("torch", "fp32", False),
+    ("onnxruntime", "fp32", False),
+    ("onnxruntime", "int8", False),
+    ("onnxruntime", "dynamic_int8", False),
+    ("onnxruntime", "fp32", True),
+    ("onnxruntime", "int8", True),
+    ("onnxruntime", "dynamic_int8", True),
+    ("litert", "fp32", False),
+    ("litert", "int8", False),
+    ("litert", "dynamic_int8", False),
+    ("litert", "fp32", True),
+    ("litert", "int8", True),
+    ("litert", "dynamic_int8", True),
+]
+
+
+def _fmt_ratio(num, den):
+    return f"{num / den:.2f}x" if num and den else "-"
+
+
+def table(results, families: list[str]) -> list[str]:
+    lines = []
+    for family in families:
+        recs = [r for r in results.records if r.model.split("+")[0] == family and r.status == "ok"]
+        ref = next(
+            (r for r in recs if r.model == family and (r.target, r.precision) == ("torch", "fp32")),
+            None,
+        )
+        ort = next(
+            (
+                r
+                for r in recs
+                if r.model == family and (r.target, r.precision) == ("onnxruntime", "fp32")
+            ),
+            None,
+        )
+        lines += [
+            f"### {family}",
+            "",
+            "| artifact | target | precision | accuracy | drop (pt) | bytes | x smaller vs ORT fp32 | p50 b1 (ms) | p50 b32 (ms) | x faster b32 vs torch | x faster b32 vs ORT fp32 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for target, precision, compressed in ORDER:
+            rec = next(
+                (
+                    r
+                    for r in recs
+                    if r.target == target
+                    and r.precision == precision
+                    and ("+" in r.model) == compressed
+                ),
+                None,
+            )
+            if rec is None:
+                continue
+            b1, b32 = rec.latency_at(1), rec.latency_at(32)
+            r32 = ref.latency_at(32) if ref else None
+            o32 = ort.latency_at(32) if ort else None
+            lines.append(
+                f"| {rec.model} | {target} | {precision} | {100 * rec.validation.accuracy:.2f} % "
+                f"| {rec.validation.accuracy_drop:+.2f} | {rec.size_bytes:,} | "
+                f"{_fmt_ratio(ort.size_bytes if ort else None, rec.size_bytes)} | {b1.p50_ms:.4f} | {b32.p50_ms:.4f} | "
+                f"{_fmt_ratio(r32.p50_ms if r32 else None, b32.p50_ms)} | {_fmt_ratio(o32.p50_ms if o32 else None, b32.p50_ms)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fresh", action="store_true", help="redo every stage")
+    args = parser.parse_args()
+    from modelpress.pipeline import run
+
+    start = time.perf_counter()
+    outcome = run(HERE / "suite.yaml", use_cache=not args.fresh)
+    from modelpress.results import load_results
+
+    results = load_results(outcome.results_path)
+    env = results.environment
+    skipped = sorted(
+        {f"{r.target} {r.precision}: {r.reason}" for r in results.records if r.status != "ok"}
+    )
+    lines = [
+        "# Headline benchmark: digits, three families, every runtime, one run",
+        "",
+        f"- Command: `python benchmarks/run.py{' --fresh' if args.fresh else ''}` ({time.perf_counter() - start:.0f} s wall)",
+        f"- Machine: {env.cpu_model}, {env.usable_cores} usable cores, {env.platform}, Python {platform.python_version()}",
+        f"- Libraries: {', '.join(f'{k} {v}' for k, v in env.versions.items())}",
+        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; single-threaded runtimes; p50 over >= 300 calls and >= 1 s per batch size, warm-up excluded",
+        "- Accuracy: test split (360 images), measured on each runtime; drop vs the float torch baseline",
+        "",
+        *table(results, ["cnn", "rnn", "attention"]),
+        "Not measured here:",
+        *[f"- {s}" for s in skipped],
+        "",
+        f"Full records (raw latency samples included): `{outcome.results_path}`; report: `{outcome.report_html}`.",
+        "",
+    ]
+    out = HERE / "results" / "headline.md"
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
