@@ -48,10 +48,12 @@ STEPWISE = {"iterative_steps": 2, "recovery_epochs": 20, "recovery_lr": 3e-3}
 PRUNE = {
     "resnet8": {**KD, "round_to": 8},
     "mobilenet": {**KD, "round_to": 8},
-    "gru": STEPWISE,
-    "lstm": STEPWISE,
-    "vit": KD,
-    "transformer": KD,
+    # round_to is the library default (8) for CNNs; the RNN hidden sizes and attention widths
+    # were tuned unrounded (rounding to 8 overshoots the 50 % budget on these small layers)
+    "gru": {**STEPWISE, "round_to": 1},
+    "lstm": {**STEPWISE, "round_to": 1},
+    "vit": {**KD, "round_to": 1},
+    "transformer": {**KD, "round_to": 1},
 }
 
 
@@ -158,7 +160,7 @@ def cnn_latency(dense, pruned, data, work: Path, runs: int) -> dict[str, list[fl
 
     x = torch.as_tensor(data.test.x[:64])
     odd = copy.deepcopy(dense)
-    prune_model(odd, x[:2], PruneConfig(macs_budget=0.5, recovery="none"))
+    prune_model(odd, x[:2], PruneConfig(macs_budget=0.5, recovery="none", round_to=1))
     calls = {}
     for key, model in (("dense", dense), ("pruned", pruned), ("odd", odd)):
         calls[key] = torch_call(model, x)
