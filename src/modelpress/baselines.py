@@ -63,16 +63,21 @@ def fit(
     """Seed, build registry model ``name`` for ``data`` and train it with its recommended settings."""
     cfg = train_config_for(name, **train_overrides)
     seed_everything(cfg.seed)
+    model = model_for_data(name, data, width=width, **(model_options or {}))
+    return train(model, data, cfg, progress=progress)
+
+
+def model_for_data(name: str, data: DataBundle, *, width: float = 1.0, **options: Any):
+    """A fresh registry model ``name`` shaped for ``data`` (input spec, classes, vocabulary)."""
     vocab = data.preprocessing.get("vocab")
-    model = create_model(
+    return create_model(
         name,
         input_spec=data.input_spec,
         num_classes=data.num_classes,
         width=width,
         vocab_size=len(vocab["words"]) if vocab else None,
-        **(model_options or {}),
+        **options,
     )
-    return train(model, data, cfg, progress=progress)
 
 
 @dataclass

@@ -163,10 +163,15 @@ def export_onnx(
     return Artifact(path=dest, format="onnx", id=art_id, meta=meta, files=onnx_files(dest))
 
 
-@contextlib.contextmanager
 def _quiet_exporter():
     """Silence the exporter's INFO/WARNING chatter (e.g. 'torchvision is not installed')."""
-    logger = logging.getLogger("torch.onnx")
+    return quiet_logger("torch.onnx")
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str | None = None):
+    """Raise a logger (the root logger by default) to ERROR for the duration of a block."""
+    logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

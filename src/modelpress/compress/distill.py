@@ -296,20 +296,12 @@ def new_student(
 
     >>> student = new_student("resnet8", data, "runs/s.safetensors", width=0.25)  # doctest: +SKIP
     """
+    from ..baselines import model_for_data
     from ..checkpoint import save_trained
-    from ..models import create_model
     from ..train import seed_everything
 
     seed_everything(seed)
-    vocab = data.preprocessing.get("vocab")
-    model = create_model(
-        name,
-        input_spec=data.input_spec,
-        num_classes=data.num_classes,
-        width=width,
-        vocab_size=len(vocab["words"]) if vocab else None,
-        **overrides,
-    )
+    model = model_for_data(name, data, width=width, **overrides)
     lineage = [{"stage": "init", "model": name, "width": width, "seed": seed}]
     return save_trained(path, model, data, lineage=lineage)
 

@@ -20,11 +20,9 @@ Precisions:
 from __future__ import annotations
 
 import functools
-import logging
 import shutil
 import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +32,14 @@ import numpy as np
 from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
-from ..export import deployment_meta, export_onnx, onnx_files, read_onnx_meta, write_onnx_meta
+from ..export import (
+    deployment_meta,
+    export_onnx,
+    onnx_files,
+    quiet_logger,
+    read_onnx_meta,
+    write_onnx_meta,
+)
 from .base import Availability, Runner, TargetInfo, check_precision
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -82,16 +87,9 @@ class OrtConfig:
             raise ConfigError(f"percentile must be in [90, 100), got {self.percentile}")
 
 
-@contextmanager
 def _quiet():
     """ORT's quantization tools log every node at INFO/WARNING; keep the console for errors."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    return quiet_logger()
 
 
 class _CalibReader:
