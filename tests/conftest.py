@@ -64,3 +64,12 @@ def trained_checkpoint(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,14 +18,7 @@ from modelpress.errors import ConfigError
 from modelpress.models import MODELS, create_model
 from modelpress.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # every registry model teaches and is taught at least once, mostly across families

@@ -19,14 +19,7 @@ from modelpress.export import read_onnx_meta
 from modelpress.models import MODELS, create_model
 from modelpress.train import evaluate, predict_logits
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _onnx_ops(path) -> dict[str, int]:

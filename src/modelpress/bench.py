@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .artifact import Artifact
-from .errors import ConfigError, ModelPressError, one_line
+from .errors import ConfigError, one_line
 from .results import Environment, Record, Results, new_results
 
 LIBRARIES = (
@@ -376,15 +376,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelpress.bench CHECKPOINT... [--targets ...]``."""
-    parser = argparse.ArgumentParser(prog="modelpress bench", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    try:
-        return cmd_bench(parser.parse_args(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except ModelPressError as exc:
-        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
+    from .cli import standalone
+
+    return standalone("modelpress bench", __doc__, configure_parser, cmd_bench, argv)
 
 
 if __name__ == "__main__":

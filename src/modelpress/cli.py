@@ -261,6 +261,24 @@ COMMANDS = {
 }
 
 
+def standalone(
+    prog: str, doc: str | None, configure, command, argv: list[str] | None = None
+) -> int:
+    """``python -m modelpress.<module>``: one subcommand outside the ``modelpress`` command, with
+    the same one-line errors and exit codes (2 for usage and configuration errors)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=(doc or "").splitlines()[0] if doc else None
+    )
+    configure(parser)
+    try:
+        return command(parser.parse_args(argv))
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return int(exc.code or 0)
+    except ModelPressError as exc:
+        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, ModelPressError, one_line
+from .errors import ConfigError, one_line
 from .results import Record, Results, load_results
 
 CheckStatus = Literal["pass", "fail", "error", "skip"]
@@ -391,15 +391,9 @@ def cmd_gate(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelpress.gate RESULTS --policy P [--baseline B] [--junit X]``."""
-    parser = argparse.ArgumentParser(prog="modelpress gate", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    try:
-        return cmd_gate(parser.parse_args(argv))
-    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
-        return int(exc.code or 0)
-    except ModelPressError as exc:
-        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else exc.exit_code
+    from .cli import standalone
+
+    return standalone("modelpress gate", __doc__, configure_parser, cmd_gate, argv)
 
 
 if __name__ == "__main__":

@@ -352,17 +352,9 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelpress.report RESULTS [--out DIR]``."""
-    from .errors import ModelPressError, one_line
+    from .cli import standalone
 
-    parser = argparse.ArgumentParser(prog="modelpress report", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    try:
-        return cmd_report(parser.parse_args(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except ModelPressError as exc:
-        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
+    return standalone("modelpress report", __doc__, configure_parser, cmd_report, argv)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,11 @@ class Target(Protocol):
     def describe(self) -> TargetInfo: ...
 
 
+def artifact_stem(art: Artifact) -> str:
+    """The model name a built file is named after (registry name, else the file's stem)."""
+    return art.meta.get("model", {}).get("name", art.path.stem.split(".")[0])
+
+
 def check_precision(target: Target, precision: str) -> None:
     if precision not in target.precisions:
         raise ConfigError(

@@ -40,7 +40,7 @@ from ..export import (
     read_onnx_meta,
     write_onnx_meta,
 )
-from .base import Availability, Runner, TargetInfo, check_precision
+from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -156,7 +156,7 @@ class OnnxRuntimeTarget:
         self.availability().require(self.name)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        name = art.meta.get("model", {}).get("name", art.path.stem.split(".")[0])
+        name = artifact_stem(art)
         dest = out_dir / f"{name}.{precision}.onnx"
         meta = deployment_meta(
             dict(art.meta), target=self.name, precision=precision, ort=self._cfg_meta(precision)

@@ -29,7 +29,7 @@ from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
 from ..export import deployment_meta, export_onnx
 from ..fsutil import atomic_write_bytes, atomic_write_text
-from .base import Availability, Runner, TargetInfo, check_precision
+from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class TensorRTTarget:
         self.availability().require(self.name)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        name = art.meta.get("model", {}).get("name", art.path.stem.split(".")[0])
+        name = artifact_stem(art)
         meta = deployment_meta(
             dict(art.meta),
             target=self.name,
