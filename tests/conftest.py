@@ -9,6 +9,9 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `modelpress run` prepares models in parallel processes by default; the tests' recipes are tiny,
+# so starting processes costs more than it saves. tests/test_run_parallel.py turns it on.
+os.environ.setdefault("MODELPRESS_JOBS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -47,7 +47,7 @@ def test_baselines_prints_a_table(tmp_path):
 
 
 def _one_line_error(proc):
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr  # bad usage, configuration or input
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("modelpress: error:"), proc.stderr
     return lines[0]

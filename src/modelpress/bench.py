@@ -22,13 +22,16 @@ import argparse
 import json
 import os
 import platform
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ import numpy as np
 
 from .artifact import Artifact
 from .errors import ConfigError, one_line
+from .machine import cpu_model, machine_fingerprint, usable_cores, versions
 from .results import Environment, Record, Results, new_results
 
 LIBRARIES = (
@@ -127,51 +131,110 @@ def _family(model: str) -> str:
     return entry.family if entry else ""
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def collect_environment() -> Environment:
     """CPU model, cores, platform and library versions (from package metadata: no imports)."""
-    versions = {}
-    for lib in LIBRARIES:
-        try:
-            versions[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            continue
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return Environment(
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         logical_cores=os.cpu_count() or 1,
-        usable_cores=usable or 1,
+        usable_cores=usable_cores(),
         platform=platform.platform(),
         python=platform.python_version(),
-        versions=versions,
+        versions=versions(LIBRARIES),
         env={k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        machine_id=machine_fingerprint().id,
     )
 
 
-def run_worker(payload: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
-    """Run one worker process on ``payload``; a crash or timeout becomes a failed result."""
+def run_worker(
+    payload: dict[str, Any],
+    timeout_s: float,
+    workdir: Path,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one worker process on ``payload``; a crash or timeout becomes a failed result.
+
+    ``on_event`` receives the worker's progress events (``start``/``done`` of each job, see
+    :func:`modelpress.bench_worker.emit`) in this thread, while the worker runs. ``env``: extra
+    environment variables of the worker (thread counts). The worker runs with ``-P``: the current
+    folder is not put on its import path, so a stray ``json.py`` there cannot shadow a package."""
+    from .bench_worker import PROGRESS_PREFIX
+
     job_file = workdir / f"job-{time.monotonic_ns()}.json"
     out_file = job_file.with_suffix(".out.json")
     job_file.write_text(json.dumps(payload, default=str))
-    cmd = [sys.executable, "-m", "modelpress.bench_worker", str(job_file), str(out_file)]
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    cmd = [
+        sys.executable,
+        *safe_path,
+        "-m",
+        "modelpress.bench_worker",
+        str(job_file),
+        str(out_file),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **env} if env else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        errors="replace",
+    )
+    tail: deque[str] = deque(maxlen=20)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        for line in _lines_until(proc, time.monotonic() + timeout_s):
+            event = _event(line, PROGRESS_PREFIX)
+            if event is not None and on_event is not None:
+                on_event(event)
+            elif event is None and line.strip():
+                tail.append(line)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "reason": f"worker timed out after {timeout_s:g} s"}
+    finally:
+        if proc.poll() is None:  # timed out, or the parent is interrupted: never leave it running
+            proc.kill()
+        proc.wait()
     if not out_file.is_file():
-        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:]
-        why = f": {one_line(tail[0])}" if tail else ""
+        why = f": {one_line(tail[-1])}" if tail else ""
         return {"status": "failed", "reason": f"worker died (exit {proc.returncode}){why}"}
     return json.loads(out_file.read_text())
+
+
+def _event(line: str, prefix: str) -> dict[str, Any] | None:
+    if not line.startswith(prefix):
+        return None
+    try:
+        event = json.loads(line[len(prefix) :])
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _lines_until(proc: subprocess.Popen, deadline: float) -> Iterator[str]:
+    """The lines of ``proc``'s stderr as they come (a reader thread feeds a queue), until it
+    exits and its stream is drained; TimeoutExpired past ``deadline`` (monotonic)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        try:
+            line = lines.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            if proc.poll() is not None and lines.empty():  # exited; a child may hold the pipe
+                return
+            continue
+        if line is None:
+            return
+        yield line
 
 
 def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float | None) -> Record:
@@ -179,6 +242,7 @@ def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float
     data_cfg = (art.meta.get("preprocessing") or {}).get("data_config") or {}
     measured = {k: v for k, v in result.items() if k in Record.model_fields}
     unbuilt = job.build and build_s is None
+    machine = machine_fingerprint()
     size = art.size_bytes if Path(art.path).exists() and not unbuilt else None
     return Record(
         **{
@@ -193,6 +257,9 @@ def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float
             "size_bytes": size,
             "build_s": build_s,
             "injected_slowdown": job.slowdown,
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine_id": machine.id,
+            "machine": machine.description,
             **measured,
         }
     )
@@ -251,14 +318,18 @@ def benchmark(
     log: Callable[[str], None] | None = None,
 ) -> Results:
     """Measure every job, one after the other (never two at once: they would share the CPU)."""
+    from .progress import format_seconds
+
     settings = settings or BenchSettings()
-    records = []
+    records, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="modelpress-bench-") as tmp:
         for i, job in enumerate(jobs, 1):
             rec = run_job(job, settings, Path(tmp))
             records.append(rec)
             if log:
-                log(f"[{i}/{len(jobs)}] {rec.label}: {summary_line(rec)}")
+                eta = (time.perf_counter() - start) / i * (len(jobs) - i)
+                when = f", ETA {format_seconds(eta)}" if i < len(jobs) else ""
+                log(f"[{i}/{len(jobs)}] {rec.label}: {summary_line(rec)}{when}")
     return new_results(collect_environment(), records, settings.to_dict())
 
 
@@ -323,6 +394,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
     from .checkpoint import read_meta
+    from .targets.base import safe_stem  # names from a checkpoint: never paths
 
     jobs = []
     options = {"threads": a.threads} if a.threads else {}
@@ -331,10 +403,11 @@ def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
         art = Artifact(path=path, format="torch", id=meta.id, meta=meta.model_dump(), files=(path,))
         ref = None
         if not a.no_validate:
-            ref = reference_logits(art, build_dir / f"{art.id}.reference.npy")
+            ref = reference_logits(art, build_dir / f"{safe_stem(art.id)}.reference.npy")
         for target in _csv(a.targets):
             for precision in _csv(a.precisions):
-                out = build_dir / f"{meta.model.name}-{art.id}" / target / precision
+                folder = f"{safe_stem(meta.model.name)}-{safe_stem(art.id)}"
+                out = build_dir / folder / target / precision
                 jobs.append(
                     BenchJob(
                         art,

@@ -1,7 +1,9 @@
 """The subprocess side of the benchmark harness: one fresh process per (artifact, target).
 
 ``python -m modelpress.bench_worker JOB.json OUT.json`` reads a job written by
-:mod:`modelpress.bench`, runs it and writes a JSON result; it never raises past ``main``. Modes:
+:mod:`modelpress.bench`, runs it and writes a JSON result; it never raises past ``main``. While
+it runs, each job's start and end go to stderr as progress events (JSON after
+``modelpress-progress: ``), read live by the parent (:func:`modelpress.bench.run_worker`). Modes:
 
 - ``bench``: load the artifact on its target (timed), validate it on the test split against the
   reference logits, then time ``predict`` at each batch size (warm-up excluded; at least
@@ -32,6 +34,7 @@ from .fsutil import atomic_write_text
 from .stats import percentiles
 
 Call = Callable[[], Any]  # one prepared call: the runtime on a fixed batch
+PROGRESS_PREFIX = "modelpress-progress: "  # marks the progress lines on the worker's stderr
 
 
 def maxrss_bytes() -> int:
@@ -227,25 +230,45 @@ def run_build(job: dict[str, Any]) -> dict[str, Any]:
         return {"status": "failed", "reason": f"build: {type(exc).__name__}: {one_line(exc)}"}
 
 
+def emit(event: str, index: int, total: int, **fields: Any) -> None:
+    """One progress event for the parent: a JSON line on stderr after :data:`PROGRESS_PREFIX`
+    (the parent reads them while this process runs; other stderr lines are its error tail)."""
+    line = json.dumps({"event": event, "index": index, "total": total, **fields})
+    print(PROGRESS_PREFIX + line, file=sys.stderr, flush=True)
+
+
+def run_one(job: dict[str, Any], index: int = 0, total: int = 1) -> dict[str, Any]:
+    """One build or bench job, between a ``start`` and a ``done`` progress event."""
+    emit("start", index, total, mode=job["mode"])
+    t0 = time.perf_counter()
+    result = MODES[job["mode"]](job)
+    emit("done", index, total, status=result.get("status"), seconds=time.perf_counter() - t0)
+    return result
+
+
 def run_many(job: dict[str, Any]) -> dict[str, Any]:
     """Several build or bench jobs of one target, one after the other, in this one process
     (a fresh process per target and model, not per job: imports are paid once)."""
-    return {"status": "ok", "results": [MODES[j["mode"]](j) for j in job["jobs"]]}
+    jobs = job["jobs"]
+    return {"status": "ok", "results": [run_one(j, i, len(jobs)) for i, j in enumerate(jobs)]}
 
 
 MODES = {"bench": run_bench, "build": run_build, "many": run_many}
 
 
 def trust(job: dict[str, Any]) -> None:
-    """Make a user's model importable here: the folders and factories the parent trusted."""
-    for folder in job.get("pythonpath", []):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    if job.get("factories"):
-        from .factory import allow_factory  # imports torch: only when there is a factory
+    """Make a user's model importable here: the folders and factories the parent trusted.
 
-        for factory in job["factories"]:
-            allow_factory(factory, check=False)  # imported only if a checkpoint here needs it
+    Without a factory nothing changes; with one, its folders are APPENDED to ``sys.path`` (a
+    ``json.py`` or ``onnxruntime.py`` there never shadows the installed package)."""
+    if not job.get("factories"):
+        return
+    from .factory import add_factory_folder, allow_factory  # imports torch: only for a factory
+
+    for folder in job.get("pythonpath", []):
+        add_factory_folder(folder)
+    for factory in job["factories"]:
+        allow_factory(factory, check=False)  # imported only if a checkpoint here needs it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = json.loads(Path(job_path).read_text())
         trust(job)
-        result = MODES[job["mode"]](job)
+        result = MODES[job["mode"]](job) if job["mode"] == "many" else run_one(job)
     except Exception as exc:
         traceback.print_exc()
         result = {"status": "failed", "reason": f"worker: {type(exc).__name__}: {one_line(exc)}"}

@@ -2,8 +2,9 @@
 
 - ``factory: package.module:function`` (+ ``kwargs``) builds the nn.Module; ``weights`` is a
   ``.safetensors`` state dict or a ``.pt`` file read with ``torch.load(weights_only=True)``;
-  ``input`` says what one sample looks like. The recipe's folder is put on ``sys.path`` so a
-  factory module kept beside the recipe imports. The model is validated on the recipe's data
+  ``input`` says what one sample looks like. The recipe's folder is appended to ``sys.path``
+  (after the installed packages, which it cannot shadow) so a factory module kept beside the
+  recipe imports. The model is validated on the recipe's data
   (the view given by ``view:`` or ``input.kind``) and saved as a modelpress checkpoint, after
   which every torch pass and target treats it like a registry model.
 - ``onnx: model.onnx`` goes to the ONNX Runtime and TensorRT targets as it is; torch passes and
@@ -12,8 +13,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,12 +94,10 @@ def import_model(pipe: Pipeline, label: str, m: ModelSection) -> ModelRun:
 
 def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
     from .checkpoint import save_trained
-    from .factory import allow_factory, build_from_factory
+    from .factory import add_factory_folder, allow_factory, build_from_factory
     from .train import evaluate
 
-    folder = str(pipe.recipe_path.parent.resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    add_factory_folder(pipe.recipe_path.parent)
     allow_factory(m.factory)
     weights = _resolve(pipe, m.weights) if m.weights else None
     config = {
@@ -149,11 +146,12 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
 
 
 def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
-    from .export import onnx_files, write_onnx_meta
+    from .export import check_external_data, copy_onnx, onnx_files, write_onnx_meta
 
     src = _resolve(pipe, m.onnx)
     if not src.is_file():
         raise ConfigError(f"models.{label}.onnx: {src} does not exist")
+    check_external_data(src)  # a user's file: its external data must stay beside it
     config = {
         "onnx": sha256_file(src),
         "input": m.input.model_dump(),
@@ -170,8 +168,7 @@ def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
 
     def build(tmp: Path) -> dict[str, Any]:
         dest = tmp / f"{label}.onnx"
-        for f in onnx_files(src):
-            shutil.copy2(f, tmp / (dest.name if f == src else f.name))
+        copy_onnx(src, dest)
         write_onnx_meta(dest, meta)
         key = pipe.cache.key("import", "", config)
         art = Artifact(

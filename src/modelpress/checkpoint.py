@@ -27,7 +27,7 @@ from torch import nn
 from . import __version__
 from .artifact import Artifact
 from .data.base import DataBundle, InputSpec
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, one_line
 from .fsutil import atomic_path
 
 FORMAT = "modelpress.checkpoint"
@@ -188,9 +188,63 @@ def save_trained(path: str | Path, model: nn.Module, data: DataBundle, **kwargs:
     )
 
 
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the size of the JSON header
+_RESAVE = "restore the original file or save it again with modelpress"
+
+
+def _tensor_end(header: dict[str, Any]) -> int | None:
+    """Where the last tensor's bytes end (relative to the data), None if the header is odd."""
+    ends = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            return None
+        ends.append(offsets[1])
+    return max(ends, default=0) if all(type(e) is int for e in ends) else None
+
+
+def check_layout(path: Path) -> None:
+    """The safetensors framing of ``path`` (8-byte length, JSON header, tensor bytes), so that a
+    truncated or corrupted file is a CheckpointError that says at which byte it breaks."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if size < 8:
+            raise CheckpointError(
+                f"checkpoint {path} is truncated: {size} byte(s), fewer than the 8 of the header "
+                f"length at byte offset 0; {_RESAVE}"
+            )
+        n = int.from_bytes(fh.read(8), "little")
+        if n > min(size - 8, _MAX_HEADER):
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or not safetensors: the header length at byte "
+                f"offset 0 says {n:,} bytes of JSON and the file holds {size - 8:,} "
+                f"after it; {_RESAVE}"
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        at, why = 8 + exc.start, "is not UTF-8"
+    except json.JSONDecodeError as exc:  # a char index: the same as bytes for ASCII JSON
+        at, why = 8 + exc.pos, f"breaks the JSON header ({exc.msg})"
+    except (ValueError, RecursionError) as exc:
+        at, why = 8, f"starts a JSON header that cannot be read ({one_line(exc)})"
+    else:
+        end = _tensor_end(header) if isinstance(header, dict) else None
+        if end is None or 8 + n + end == size:
+            return
+        at = 8 + n + end
+        why = f"is where the tensors end, but the file has {size:,} bytes"
+    raise CheckpointError(
+        f"checkpoint {path} is truncated or corrupt: byte offset {at:,} {why}; {_RESAVE}"
+    )
+
+
 def read_meta(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
-    """Parse and verify a checkpoint's JSON and tensors without building the model."""
-    from safetensors import SafetensorError
+    """Parse and verify a checkpoint's JSON and tensors without building the model; a missing,
+    truncated or corrupted file (any byte) is a one-line CheckpointError."""
     from safetensors.torch import load_file, safe_open
 
     path = Path(path)
@@ -199,12 +253,16 @@ def read_meta(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]
             f"checkpoint {path} does not exist; train one with `modelpress train`"
         )
     try:
+        check_layout(path)
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except CheckpointError:
+        raise
+    except Exception as exc:  # the file's bytes are untrusted: whatever the parser says, say it
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}; the file is truncated or not safetensors"
+            f"cannot read checkpoint {path}: {one_line(exc)}; the file is truncated or not "
+            f"safetensors; {_RESAVE}"
         ) from exc
     if META_KEY not in header:
         raise CheckpointError(
@@ -222,7 +280,15 @@ def read_meta(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]
         raise CheckpointError(
             f"{path} is {meta.format} v{meta.version}; this modelpress reads {FORMAT} up to v{VERSION}"
         )
-    if meta.digest != _digest(meta, tensors):
+    try:
+        digest = _digest(meta, tensors)
+    except (
+        RuntimeError,
+        TypeError,
+        ValueError,
+    ) as exc:  # a dtype edited into one torch cannot view
+        raise CheckpointError(f"checkpoint {path}: its tensors cannot be read: {exc}") from exc
+    if meta.digest != digest:
         raise CheckpointError(
             f"checkpoint {path} failed its digest check: its JSON or weights were edited or corrupted; "
             "restore the original file or save it again with modelpress"

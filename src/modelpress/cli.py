@@ -1,7 +1,9 @@
 """The ``modelpress`` command. Thin: parse arguments, build configs, call the Python API.
 
-Every deliberate error prints one line (``modelpress: error: ...``) and exits non-zero
-(2 for bad usage or configuration, 1 otherwise).
+Exit codes: 0 ran and the gates passed, 1 a gate (or a model or target) failed, 2 bad usage,
+configuration or input, 3 an internal error, 130 interrupted. Every error prints ONE line on
+stderr (``modelpress: error: ...``); an internal error's traceback goes to ``error.log`` in the
+run's out folder (``modelpress run``) or to ``runs/error.log`` (see exits.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelPressError, one_line
+from .errors import ConfigError
+from .exits import DEFAULT_ERROR_LOG, exit_status, guarded
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -103,7 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray", metavar="ADDRESS", help="run search trials on this Ray cluster ('auto', 'local')"
     )
-    p.add_argument("--progress", action="store_true", help="per-epoch progress bars")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="epochs and artifacts with an ETA (the default; plain lines when not a terminal)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure every artifact again (training and builds stay cached)",
+    )
 
     from . import bench, gate, report
 
@@ -227,7 +240,14 @@ def cmd_datasets(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from .pipeline import run
 
-    outcome = run(a.recipe, out=a.out, use_cache=not a.no_cache, progress=a.progress, ray=a.ray)
+    outcome = run(
+        a.recipe,
+        out=a.out,
+        use_cache=not a.no_cache,
+        progress=not a.no_progress,
+        ray=a.ray,
+        fresh_measurements=a.remeasure,
+    )
     print(f"results: {outcome.results_path}")
     print(f"report:  {outcome.report_html}  (and {outcome.report_md.name})")
     if outcome.gate_summary:
@@ -265,30 +285,38 @@ def standalone(
     prog: str, doc: str | None, configure, command, argv: list[str] | None = None
 ) -> int:
     """``python -m modelpress.<module>``: one subcommand outside the ``modelpress`` command, with
-    the same one-line errors and exit codes (2 for usage and configuration errors)."""
+    the same one-line errors and exit codes (see :func:`main`)."""
     parser = argparse.ArgumentParser(
         prog=prog, description=(doc or "").splitlines()[0] if doc else None
     )
     configure(parser)
     try:
-        return command(parser.parse_args(argv))
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
-        return int(exc.code or 0)
-    except ModelPressError as exc:
-        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
+        return exit_status(exc)
+    return guarded(lambda: command(args), lambda: DEFAULT_ERROR_LOG)
+
+
+def error_log_for(a: argparse.Namespace) -> Path:
+    """Where an internal error's traceback goes: the run's out folder for ``run`` (``--out``,
+    else the recipe's ``out:`` or ``runs/<name>``), else runs/error.log."""
+    if a.command != "run":
+        return DEFAULT_ERROR_LOG
+    if a.out is not None:
+        return Path(a.out) / "error.log"
+    from .recipe import load_recipe
+
+    return load_recipe(a.recipe)[0].out_dir() / "error.log"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``modelpress`` command. Returns the exit code: 0 ran and gates passed, 1 a gate (or a
+    model or target) failed, 2 bad usage, configuration or input, 3 internal error, 130 Ctrl-C."""
     try:
-        return COMMANDS[args.command](args)
-    except ModelPressError as exc:
-        print(f"modelpress: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("modelpress: interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return exit_status(exc)
+    return guarded(lambda: COMMANDS[args.command](args), lambda: error_log_for(args))
 
 
 if __name__ == "__main__":

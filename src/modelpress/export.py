@@ -14,12 +14,13 @@ import logging
 import shutil
 import tempfile
 import warnings
-from pathlib import Path
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from .artifact import Artifact, stage_id
 from .data.base import InputSpec
-from .errors import BuildError
+from .errors import ArtifactError, BuildError
 
 if TYPE_CHECKING:  # torch is imported where a model is exported, not to read metadata
     import torch
@@ -101,18 +102,102 @@ def compact_onnx(path: Path) -> None:
 
 
 def onnx_files(path: Path) -> tuple[Path, ...]:
-    """The .onnx file and every external data file it references."""
+    """The .onnx file and every external data file it references (each checked to lie inside
+    the model's folder by :func:`check_external_data`)."""
+    path = Path(path)
+    return (path, *sorted(path.parent / n for n in set(check_external_data(path))))
+
+
+def check_external_data(path: str | Path) -> list[str]:
+    """The external-data locations of an ONNX file, each checked before anything loads them.
+
+    A location must name a file inside the model's folder: relative, no ``..``, no NUL, no
+    drive, and no symlink on the way that leads out of the folder. Otherwise loading the model
+    would read (and a copy would ship) any file on the machine, e.g. ``/etc/passwd``.
+
+    >>> check_external_data("out/big.fp32.onnx")                      # doctest: +SKIP
+    ['big.fp32.onnx.data']
+    """
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    names = {
-        entry.value
-        for init in proto.graph.initializer
-        if init.data_location == onnx.TensorProto.EXTERNAL
-        for entry in init.external_data
-        if entry.key == "location"
-    }
-    return (path, *sorted(path.parent / n for n in names))
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError, OSError, ...: the protobuf itself does not parse
+        raise ArtifactError(
+            f"cannot read ONNX model {path} ({type(exc).__name__}): the file is missing, "
+            "truncated or corrupt: rebuild it or export it again"
+        ) from exc
+    folder = path.parent.resolve()
+    locations = []
+    for tensor in _all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        if not _inside(folder, path.parent, location):
+            raise ArtifactError(
+                f"ONNX model {path}: tensor {tensor.name!r} has external data location "
+                f"{location!r} outside the model's folder; keep external data files beside the "
+                ".onnx (relative names, no '..', no absolute paths, no links out) and save it again"
+            )
+        locations.append(location)
+    return locations
+
+
+def _inside(folder: Path, parent: Path, location: str) -> bool:
+    """Whether ``location`` (relative to ``parent``, whose real path is ``folder``) stays inside."""
+    if not location or "\x00" in location:
+        return False
+    as_windows = PureWindowsPath(location)  # splits on / and \ alike
+    if PurePosixPath(location).is_absolute() or as_windows.drive or as_windows.root:
+        return False
+    if ".." in as_windows.parts:
+        return False
+    return (parent / location).resolve().is_relative_to(folder)
+
+
+def _all_tensors(proto: Any) -> Iterator[Any]:
+    """Every TensorProto of a model: initializers, sparse ones, node attributes, subgraphs."""
+    yield from _graph_tensors(proto.graph)
+    for function in proto.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: Any) -> Iterator[Any]:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        sparse = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+        for s in [*sparse, *attr.sparse_tensors]:
+            yield from (s.values, s.indices)
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for g in attr.graphs:
+            yield from _graph_tensors(g)
+
+
+def copy_onnx(src: Path, dest: Path) -> tuple[Path, ...]:
+    """Copy an ONNX model to ``dest`` with its external data files (checked first, kept at the
+    same relative locations beside ``dest``); returns the copied files, graph first."""
+    src, dest = Path(src), Path(dest)
+    files = onnx_files(src)
+    for f in files[1:]:
+        target = dest.parent / f.relative_to(src.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    shutil.copy2(src, dest)
+    return onnx_files(dest)
 
 
 def export_onnx(

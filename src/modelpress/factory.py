@@ -17,7 +17,9 @@ tensors' shapes before the weights are loaded.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +40,17 @@ def allow_factory(path: str, check: bool = True) -> None:
     _TRUSTED.add(path)
 
 
+def add_factory_folder(folder: str | Path) -> None:
+    """Let factory modules kept in ``folder`` (a recipe's folder) import.
+
+    The folder goes at the END of ``sys.path``: a file there named like an installed package
+    (``json.py``, ``torch.py``, ``onnxruntime.py``) never shadows the real one.
+    """
+    folder = str(Path(folder).resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)
+
+
 def trusted() -> list[str]:
     """The factories this process trusts (passed on to worker processes)."""
     return sorted(_TRUSTED)
@@ -55,7 +68,11 @@ def resolve_factory(path: str) -> Callable[..., nn.Module]:
         ) from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ConfigError(f"{module_name} has no callable {attr!r} (factory {path})")
+        where = getattr(module, "__file__", None) or "a built-in module"
+        raise ConfigError(
+            f"{module_name} (imported from {where}) has no callable {attr!r} (factory {path}); "
+            "if an installed module has that name, rename yours"
+        )
     return fn
 
 

@@ -8,7 +8,8 @@ the whole bootstrap confidence interval of the ratio of medians lies above ``1 +
 i.e. when a slowdown beyond the tolerance is statistically clear.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 a usage error (bad policy, malformed or
-old results, a baseline of other models or another machine, a check that cannot be evaluated).
+old results, a baseline of other models or another machine, a check that cannot be evaluated),
+3 an internal error (see :mod:`modelpress.exits`).
 
 >>> from modelpress.gate import load_policy, run_gates                # doctest: +SKIP
 >>> from modelpress.results import load_results
@@ -20,6 +21,7 @@ old results, a baseline of other models or another machine, a check that cannot 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -76,13 +78,18 @@ class Match(_Strict):
 
 def parse_size(value: int | float | str) -> int:
     """Bytes from ``1500000``, ``"1.5 MB"`` (10^6) or ``"512 KiB"`` (2^10)."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(value))
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in _UNITS:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"size must be a number of bytes or like '1.5 MB', got {value!r}")
+    try:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(value))
+        unit = m.group(2).lower() if m else ""
+        n = float(m.group(1)) * _UNITS[unit] if m and unit in _UNITS else None
+    except (ValueError, OverflowError):  # "1.2.3", a 5000-digit integer
+        n = None
+    if n is None:
         raise ValueError(f"size {value!r} is not a number of bytes or like '1.5 MB' / '512 KiB'")
-    n = float(m.group(1)) * _UNITS[unit]
-    if n <= 0:
-        raise ValueError(f"size must be positive, got {value!r}")
+    if not math.isfinite(n) or n <= 0:
+        raise ValueError(f"size must be a positive, finite number of bytes, got {value!r}")
     return int(n)
 
 
@@ -113,9 +120,19 @@ class Rule(_Strict):
     @field_validator("max_p90_ms", mode="before")
     @classmethod
     def _latency(cls, v: Any) -> Any:
-        v = {1: v} if isinstance(v, int | float) else v
-        if isinstance(v, dict) and any(float(ms) <= 0 or int(b) < 1 for b, ms in v.items()):
-            raise ValueError(f"needs batch >= 1 and a positive number of ms, got {v}")
+        v = {1: v} if isinstance(v, int | float) and not isinstance(v, bool) else v
+        if not isinstance(v, dict):
+            return v  # pydantic names the type it expected
+
+        def bad(batch: Any, ms: Any) -> bool:  # JSON keys are strings: "32" is batch 32
+            if isinstance(batch, str) and batch.strip().isascii() and batch.strip().isdigit():
+                batch = int(batch)
+            if isinstance(ms, bool) or not isinstance(ms, int | float):
+                return True
+            return not (isinstance(batch, int) and batch >= 1 and math.isfinite(ms) and ms > 0)
+
+        if any(bad(b, ms) for b, ms in v.items()):
+            raise ValueError(f"needs {{batch >= 1: positive ms}} (or ms for batch 1), got {v}")
         return v
 
     @field_validator("max_size", mode="before")
@@ -141,7 +158,7 @@ class Regression(_Strict):
     confidence: float = Field(0.95, ge=0.5, lt=1.0)  # of the bootstrap interval
     batches: list[int] | None = None  # None: every batch size measured in both files
     n_boot: int = Field(2000, ge=200, le=100_000)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     missing: Literal["error", "skip"] = "error"  # a current record with no baseline record
     require_same_cpu: bool = True
 
@@ -160,25 +177,29 @@ class Policy(_Strict):
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read a YAML (or JSON) policy; unknown keys and impossible thresholds are ConfigErrors."""
-    import yaml
+    """Read a YAML (or JSON) policy; every problem (a file that is not UTF-8 or not YAML, a key
+    given twice, unknown keys, impossible thresholds) is one ConfigError line with the file, the
+    line and the key path."""
+    from .userinput import key_path
+    from .yamlfile import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"policy file {path} does not exist; see examples/gates.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"policy {path} is not valid YAML: {one_line(exc)}") from exc
+    data, lines = load_yaml(path, ConfigError, what="policy ")
     if not isinstance(data, dict):
         raise ConfigError(f"policy {path} must be a mapping with rules: and/or regression:")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        loc = key_path(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"policy {path}: {loc}: {msg}") from exc
+        if not err["type"].startswith("value_error") and "input" in err:
+            msg += f" (got {one_line(repr(err['input']))[:60]})"
+        line = lines.line(tuple(err["loc"]))
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"policy {where}: {loc}: {one_line(msg)}") from exc
 
 
 @dataclass

@@ -70,12 +70,14 @@ class Pipeline:
         use_cache: bool = True,
         log: Callable[[str], None] = print,
         progress: bool = False,
+        fresh_measurements: bool = False,
     ):
         self.recipe = recipe
         self.recipe_path = recipe_path
         self.out = out_dir
         self.log = log
         self.progress = progress
+        self.fresh_measurements = fresh_measurements  # measure again, whatever the cache holds
         self.cache = StageCache(out_dir / "cache", log=log, enabled=use_cache)
         self._data: dict[str, DataBundle] = {}
 
@@ -88,9 +90,11 @@ class Pipeline:
 
     @property
     def trust(self) -> dict[str, list[str]]:
-        """What a worker process needs to rebuild this recipe's own models."""
+        """What a worker process needs to rebuild this recipe's own models: the factories, and
+        the recipe's folder (appended to sys.path there) only when there is a factory."""
         factories = sorted({m.factory for m in self.recipe.models.values() if m.factory})
-        return {"pythonpath": [str(self.recipe_path.parent.resolve())], "factories": factories}
+        folders = [str(self.recipe_path.parent.resolve())] if factories else []
+        return {"pythonpath": folders, "factories": factories}
 
     @property
     def calibration(self) -> int:
@@ -269,10 +273,14 @@ def run(
     log: Callable[[str], None] = print,
     progress: bool = False,
     ray: str | None = None,
+    fresh_measurements: bool = False,
 ) -> RunOutcome:
     """Run a recipe end to end. Raises ConfigError before any work when the recipe is invalid.
 
-    ``ray``: address of a Ray cluster for the search trials (``auto``, ``local``, host:port)."""
+    ``ray``: address of a Ray cluster for the search trials (``auto``, ``local``, host:port).
+    ``progress``: epochs and artifacts with an ETA (live bars on a terminal, else plain lines).
+    ``fresh_measurements``: measure every artifact now, even where the cache holds a record
+    (training and builds stay cached)."""
     from .run_steps import benchmark_all, finish
 
     start = time.perf_counter()
@@ -280,8 +288,19 @@ def run(
     out_dir = Path(out) if out else recipe.out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(
-        recipe, Path(recipe_path), out_dir, use_cache=use_cache, log=log, progress=progress
+        recipe,
+        Path(recipe_path),
+        out_dir,
+        use_cache=use_cache,
+        log=log,
+        progress=progress,
+        fresh_measurements=fresh_measurements,
     )
+    from .run_parallel import prepare, set_train_threads
+
+    set_train_threads()
+    if use_cache:
+        prepare(pipe)
     models = []
     for label in recipe.models:
         try:

@@ -19,20 +19,33 @@ gates: gates.yaml          # or an inline policy
 Every section maps 1:1 onto a typed config of the Python API (DataConfig, TrainConfig,
 DistillConfig, PruneConfig, QATConfig, SparsityConfig, the targets' configs, BenchSettings,
 gate Policy); an unknown key or value fails with the valid choices and the line it is on.
+Every malformed recipe is a one-line :class:`RecipeError` (CLI exit 2) naming the file, the line
+and the key path, before any work starts: bytes that are not UTF-8, invalid or duplicate YAML,
+wrong types (no coercion: ``epochs: "3"`` is refused), numbers that are not finite or beyond
+2**31-1, empty sections, and names that become paths (``name:``, model labels) that are not
+plain file names.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, one_line
+from .userinput import (
+    NAME_RULE,
+    first_bad_number,
+    key_path,
+    name_problem,
+    path_problem,
+)
+from .yamlfile import LineMap, load_yaml
 
 PASSES = ("distill", "prune", "sparsity", "qat", "fp16")
 KNOWN_TARGETS = ("torch", "onnxruntime", "litert", "tensorrt")
+MAX_WIDTH = 16.0  # width multiplier of a registry model; wider is a typo, not a model
 
 
 class _Strict(BaseModel):
@@ -41,13 +54,20 @@ class _Strict(BaseModel):
 
 class InputSection(_Strict):
     kind: Literal["image", "sequence", "tokens"]
-    shape: list[int]
+    shape: list[int] = Field(min_length=1, max_length=4)
     dtype: Literal["float32", "int64"] = "float32"
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(d < 1 for d in v):
+            raise ValueError(f"every dimension of one sample is >= 1, got {v}")
+        return v
 
 
 class TeacherSection(_Strict):
     model: str | None = None  # registry name, trained here
-    width: float = 1.0
+    width: float = Field(1.0, gt=0.0, le=MAX_WIDTH)
     options: dict[str, Any] = {}
     train: dict[str, Any] = {}
     checkpoint: str | None = None  # or an existing modelpress checkpoint
@@ -62,7 +82,7 @@ class TeacherSection(_Strict):
 
 
 class TargetSection(_Strict):
-    precisions: list[str] = ["fp32"]
+    precisions: list[str] = Field(["fp32"], min_length=1)
     options: dict[str, Any] = {}  # the target's config (threads, calibration, ...)
 
     @model_validator(mode="before")
@@ -71,10 +91,11 @@ class TargetSection(_Strict):
         """Allow target options next to precisions: {precisions: [...], threads: 2}."""
         if isinstance(data, dict):
             opts = {k: v for k, v in data.items() if k not in ("precisions", "options")}
-            if opts:
+            nested = data.get("options", {})
+            if opts and isinstance(nested, dict):
                 data = {
                     "precisions": data.get("precisions", ["fp32"]),
-                    "options": {**data.get("options", {}), **opts},
+                    "options": {**nested, **opts},
                 }
         return data
 
@@ -89,7 +110,7 @@ class ModelSection(_Strict):
     onnx: str | None = None  # a ready ONNX file (torch passes are skipped)
     input: InputSection | None = None  # required for factory / onnx models
     view: Literal["image", "sequence", "tokens"] | None = None  # the data view to feed it
-    width: float = 1.0
+    width: float = Field(1.0, gt=0.0, le=MAX_WIDTH)
     options: dict[str, Any] = {}  # registry config overrides (hidden_size: 32, ...)
     train: dict[str, Any] = {}  # TrainConfig overrides
     teacher: TeacherSection | None = None
@@ -117,20 +138,34 @@ class ModelSection(_Strict):
 class SearchSection(_Strict):
     max_drop: float = Field(1.0, ge=0.0, le=100.0)  # accuracy-drop budget, points vs float
     objective: Literal["latency", "bytes"] = "latency"
-    target: str = "onnxruntime"
-    batch: int = Field(32, ge=1)
-    prune_ratios: list[float] = [0.0, 0.3, 0.5, 0.7]
-    precisions: list[str] = ["fp32", "int8"]
-    keep_float: list[int] = [0]  # how many of the most sensitive layers stay float
-    models: list[str] | None = None  # which recipe models to search (default: all)
-    workers: int = Field(2, ge=1)
+    target: Literal["torch", "onnxruntime", "litert", "tensorrt"] = "onnxruntime"
+    batch: int = Field(32, ge=1, le=65536)
+    prune_ratios: list[float] = Field([0.0, 0.3, 0.5, 0.7], min_length=1)
+    precisions: list[str] = Field(["fp32", "int8"], min_length=1)
+    keep_float: list[int] = Field([0], min_length=1)  # most sensitive layers kept in float
+    models: list[str] | None = Field(None, min_length=1)  # recipe models to search (None: all)
+    workers: int = Field(2, ge=1, le=1024)
     recovery_epochs: int = Field(8, ge=0)
+
+    @field_validator("prune_ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= r < 1.0 for r in v):
+            raise ValueError(f"pruning ratios are fractions in [0, 1), got {v}")
+        return v
+
+    @field_validator("keep_float")
+    @classmethod
+    def _counts(cls, v: list[int]) -> list[int]:
+        if any(k < 0 for k in v):
+            raise ValueError(f"layer counts are >= 0, got {v}")
+        return v
 
 
 class Recipe(_Strict):
-    name: str = "run"
+    name: str = "run"  # a plain file name: the run's folder is runs/<name>
     out: str | None = None  # default runs/<name>
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     data: dict[str, Any] = {"name": "digits"}
     models: dict[str, ModelSection]
     passes: list[dict[str, Any]] = []
@@ -138,6 +173,24 @@ class Recipe(_Strict):
     benchmark: dict[str, Any] = {}
     gates: str | dict[str, Any] | None = None
     search: SearchSection | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        problem = name_problem(v)
+        if problem:
+            raise ValueError(
+                f"name {v!r} {problem}: it becomes the folder runs/<name>; {NAME_RULE}"
+            )
+        return v
+
+    @field_validator("out")
+    @classmethod
+    def _usable_path(cls, v: str | None) -> str | None:
+        problem = None if v is None else path_problem(v)
+        if problem:
+            raise ValueError(f"out {v!r} {problem}; give the folder to write the run to")
+        return v
 
     @field_validator("models")
     @classmethod
@@ -152,6 +205,8 @@ class Recipe(_Strict):
         unknown = sorted(set(v) - set(KNOWN_TARGETS))
         if unknown:
             raise ValueError(f"unknown target(s) {unknown}; valid: {list(KNOWN_TARGETS)}")
+        if not v:
+            raise ValueError(f"no targets: name at least one of {list(KNOWN_TARGETS)}")
         return v
 
     def targets_for(self, label: str) -> dict[str, TargetSection]:
@@ -169,37 +224,11 @@ class Recipe(_Strict):
 # --- YAML with line numbers ----------------------------------------------------------------------
 
 
-class _Lines:
-    """Map a key path (from pydantic or our own checks) to the line it is on in the YAML."""
-
-    def __init__(self, root: Any):
-        self.root = root
-
-    def line(self, path: tuple) -> int | None:
-        import yaml
-
-        node = self.root
-        line = node.start_mark.line + 1 if node is not None else None
-        for key in path:
-            if isinstance(node, yaml.MappingNode):
-                match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
-                if match is None:
-                    return line
-                node, line = match[1], match[0].start_mark.line + 1  # the line of the key
-            elif (
-                isinstance(node, yaml.SequenceNode)
-                and isinstance(key, int)
-                and key < len(node.value)
-            ):
-                node = node.value[key]
-                line = node.start_mark.line + 1
-            else:
-                return line
-        return line
+_Lines = LineMap  # the key path -> line map of a recipe (see yamlfile.py)
 
 
 def _loc_text(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "<top level>"
+    return key_path(loc)
 
 
 def _inner_model(ann: Any) -> tuple[type[BaseModel] | None, bool]:
@@ -231,7 +260,7 @@ def _valid_keys(root: type[BaseModel], loc: tuple) -> list[str]:
 
 
 class RecipeError(ConfigError):
-    """A recipe problem, with the file and line."""
+    """A recipe problem, with the file, the line and the key path (CLI exit 2)."""
 
 
 def fail(path: Path, lines: _Lines | None, loc: tuple, message: str) -> RecipeError:
@@ -240,66 +269,44 @@ def fail(path: Path, lines: _Lines | None, loc: tuple, message: str) -> RecipeEr
     return RecipeError(f"{where}: {_loc_text(loc)}: {one_line(message)}")
 
 
-def load_recipe(path: str | Path) -> tuple[Recipe, _Lines]:
-    """Parse and structurally validate a recipe; semantic checks happen in :func:`check_recipe`."""
-    import yaml
+def _pydantic_message(err: dict[str, Any], root: type[BaseModel]) -> str:
+    """One pydantic error as the recipe's words: unknown keys list the valid ones, a wrong type
+    or value shows what was given."""
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(root, loc)
+        return f"unknown key {loc[-1]!r}" + (f"; valid keys: {', '.join(valid)}" if valid else "")
+    if err["type"] == "missing":
+        return f"required: add {loc[-1]}:" if loc else "required"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["type"].startswith("value_error") and "input" in err:
+        shown = repr(err["input"])
+        msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return msg
 
+
+def load_recipe(path: str | Path) -> tuple[Recipe, _Lines]:
+    """Parse and validate a recipe (structure here, semantics in recipe_checks.check_recipe);
+    every problem is one :class:`RecipeError` line with the file, line and key path."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist; see recipes/digits.yaml for an example")
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(
-            f"{where}: not valid YAML: {one_line(getattr(exc, 'problem', exc))}"
-        ) from exc
-    lines = _Lines(root)
+        raise RecipeError(f"recipe {path} does not exist; see recipes/digits.yaml for an example")
+    data, lines = load_yaml(path, RecipeError)
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with at least models:")
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise fail(path, lines, (), f"the file is {kind}; a recipe is a mapping with models:")
+    bad = first_bad_number(data, skip=("gates",))  # gates: a policy, validated as one below
+    if bad is not None:
+        raise fail(path, lines, bad[0], bad[1])
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            valid = _valid_keys(Recipe, loc)
-            msg = f"unknown key {loc[-1]!r}" + (
-                f"; valid keys: {', '.join(valid)}" if valid else ""
-            )
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "literal_error":
-                msg = f"{msg} (got {err.get('input')!r})"
-        raise fail(path, lines, loc, msg) from exc
+        raise fail(path, lines, tuple(err["loc"]), _pydantic_message(err, Recipe)) from exc
+    from .recipe_checks import check_recipe
+
     check_recipe(recipe, path, lines)
     return recipe, lines
-
-
-# --- semantic checks: build every typed config once, so errors surface before any work ---------
-
-
-def _build(cls: type, values: dict[str, Any], path: Path, lines: _Lines, loc: tuple) -> Any:
-    if not isinstance(values, dict):
-        raise fail(path, lines, loc, f"expected a mapping of {cls.__name__} fields")
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in values if k not in valid]
-    if unknown:
-        raise fail(
-            path,
-            lines,
-            (*loc, unknown[0]),
-            f"unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}",
-        )
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    except ConfigError as exc:
-        raise fail(path, lines, loc, str(exc)) from exc
-    except (TypeError, ValueError) as exc:
-        raise fail(path, lines, loc, f"invalid value: {exc}") from exc
 
 
 def pass_name(entry: dict[str, Any]) -> str:
@@ -307,147 +314,6 @@ def pass_name(entry: dict[str, Any]) -> str:
 
 
 def pass_configs(entry: dict[str, Any]) -> dict[str, Any]:
-    """The single-key mapping ``{pass: {options...}}`` as (name, options); options may be None."""
+    """The options of a single-key mapping ``{pass: {options...}}``; ``{pass: }`` has none."""
     name = pass_name(entry)
     return dict(entry[name] or {})
-
-
-def check_pass(entry: Any, path: Path, lines: _Lines, loc: tuple) -> None:
-    from .compress.distill import DistillConfig
-    from .compress.prune import PruneConfig
-    from .compress.quantize import QATConfig
-    from .compress.sparsity import SparsityConfig
-    from .train import TrainConfig
-
-    if not isinstance(entry, dict) or len(entry) != 1:
-        raise fail(path, lines, loc, f"a pass is a one-key mapping, one of {', '.join(PASSES)}")
-    name = pass_name(entry)
-    if name not in PASSES:
-        raise fail(
-            path, lines, (*loc, name), f"unknown pass {name!r}; valid passes: {', '.join(PASSES)}"
-        )
-    opts = pass_configs(entry)
-    train = opts.pop("train", {})
-    classes = {
-        "distill": DistillConfig,
-        "prune": PruneConfig,
-        "qat": QATConfig,
-        "sparsity": SparsityConfig,
-    }
-    if name in classes:
-        _build(classes[name], opts, path, lines, (*loc, name))
-    elif opts:
-        raise fail(path, lines, (*loc, name), f"pass {name} takes no options")
-    if train:
-        _build(TrainConfig, train, path, lines, (*loc, name, "train"))
-
-
-def check_recipe(recipe: Recipe, path: Path, lines: _Lines) -> None:
-    """Build every config the run will need, so a bad value fails now with its line."""
-    from .bench import BenchSettings
-    from .data import DataConfig
-    from .models import MODELS
-    from .train import TrainConfig
-
-    data = {k: v for k, v in recipe.data.items() if k != "calibration"}
-    _build(DataConfig, data, path, lines, ("data",))
-    calib = recipe.data.get("calibration", 256)
-    if not isinstance(calib, int) or calib < 1:
-        raise fail(
-            path,
-            lines,
-            ("data", "calibration"),
-            f"calibration must be a positive sample count, got {calib!r}",
-        )
-    for label, m in recipe.models.items():
-        loc = ("models", label)
-        if m.model and m.model not in MODELS:
-            raise fail(
-                path,
-                lines,
-                (*loc, "model"),
-                f"unknown model {m.model!r}; known: {', '.join(MODELS)}",
-            )
-        if m.teacher and m.teacher.model and m.teacher.model not in MODELS:
-            raise fail(
-                path,
-                lines,
-                (*loc, "teacher", "model"),
-                f"unknown model {m.teacher.model!r}; known: {', '.join(MODELS)}",
-            )
-        _build(TrainConfig, m.train, path, lines, (*loc, "train"))
-        passes = recipe.passes_for(label)
-        base = (*loc, "passes") if m.passes is not None else ("passes",)
-        for i, entry in enumerate(passes):
-            check_pass(entry, path, lines, (*base, i))
-            if pass_name(entry) == "distill" and m.teacher is None and m.source != "onnx":
-                raise fail(
-                    path,
-                    lines,
-                    (*base, i, "distill"),
-                    f"distill needs a teacher: add models.{label}.teacher",
-                )
-    _check_targets(recipe.targets, path, lines, ("targets",))
-    for label, m in recipe.models.items():
-        if m.targets is not None:
-            _check_targets(m.targets, path, lines, ("models", label, "targets"))
-    bench = {k: v for k, v in recipe.benchmark.items()}
-    _build(BenchSettings, bench, path, lines, ("benchmark",))
-    _check_gates(recipe, path, lines)
-
-
-def _check_targets(
-    targets: dict[str, TargetSection], path: Path, lines: _Lines, loc: tuple
-) -> None:
-    from .targets import get_target
-
-    unknown = sorted(set(targets) - set(KNOWN_TARGETS))
-    if unknown:
-        raise fail(
-            path,
-            lines,
-            (*loc, unknown[0]),
-            f"unknown target {unknown[0]!r}; valid: {list(KNOWN_TARGETS)}",
-        )
-    for name, t in targets.items():
-        try:
-            target = get_target(name, **t.options)
-        except ConfigError as exc:
-            raise fail(path, lines, (*loc, name), str(exc)) from exc
-        except TypeError as exc:
-            raise fail(path, lines, (*loc, name), f"unknown option: {exc}") from exc
-        bad = [p for p in t.precisions if p not in target.precisions]
-        if bad:
-            raise fail(
-                path,
-                lines,
-                (*loc, name, "precisions"),
-                f"{name} does not build {bad}; valid precisions: {', '.join(target.precisions)}",
-            )
-
-
-def _check_gates(recipe: Recipe, path: Path, lines: _Lines) -> None:
-    from .gate import Policy, load_policy
-
-    if recipe.gates is None:
-        return
-    if isinstance(recipe.gates, str):
-        policy_path = (
-            (path.parent / recipe.gates)
-            if not Path(recipe.gates).is_absolute()
-            else Path(recipe.gates)
-        )
-        if not policy_path.is_file():
-            policy_path = Path(recipe.gates)
-        try:
-            load_policy(policy_path)
-        except ConfigError as exc:
-            raise fail(path, lines, ("gates",), str(exc)) from exc
-        return
-    try:
-        Policy.model_validate(recipe.gates)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise fail(
-            path, lines, ("gates", *err["loc"]), err["msg"].removeprefix("Value error, ")
-        ) from exc

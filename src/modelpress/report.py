@@ -1,9 +1,10 @@
 """Reports of benchmark results and gate runs.
 
 - :func:`markdown_table` / :func:`write_report`: one row per (artifact, target), failed and
-  skipped rows with their reason; a self-contained HTML file (plots embedded as base64 PNG):
-  accuracy vs p50 latency per target with the Pareto front marked, size bars, and a per-family
-  comparison. Plots use matplotlib's Agg canvas directly (no pyplot, no global state).
+  skipped rows with their reason, and the Pareto fronts of each model family; a self-contained
+  HTML file: per family, accuracy drop vs p50 latency and vs size on disk with the front marked
+  and a key of the numbered points (plots from :mod:`modelpress.report_plots`, embedded as
+  base64 PNG), then the table.
 - :func:`gate_junit_xml`, :func:`gate_markdown`, :func:`print_gate`: a gate run as JUnit XML
   (one testcase per check, so CI systems list every gate), markdown and a terminal table.
 
@@ -14,9 +15,7 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +23,9 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 from .fsutil import atomic_write_text
+from .report_plots import FamilyPoints, family_points, plot_family
 from .report_table import human_bytes
-from .results import Record, Results
+from .results import Results
 
 if TYPE_CHECKING:
     from .gate import GateReport
@@ -86,169 +86,113 @@ def environment_lines(results: Results) -> list[str]:
     ]
 
 
+def pareto_lines(fam: FamilyPoints) -> list[str]:
+    """Markdown bullets: the records on the family's drop-vs-latency and drop-vs-size fronts."""
+    by_number = {p.number: p for p in fam.points}
+
+    def item(n: int, what: str) -> str:
+        p = by_number[n]
+        x = f"{p.latency_ms:.3f} ms" if what == "latency" else human_bytes(p.size_bytes or 0)
+        return f"{p.record.label} ({p.drop:+.2f} pts, {x})"
+
+    batch = f" (p50, batch {fam.batch})" if fam.batch else ""
+    latency = ", ".join(item(n, "latency") for n in fam.latency_front) or "not measured"
+    size = ", ".join(item(n, "size") for n in fam.size_front) or "not measured"
+    return [f"- latency{batch}: {latency}", f"- size on disk: {size}"]
+
+
 def markdown_report(results: Results, title: str = "modelpress benchmark") -> str:
+    """Environment, the Pareto fronts of each family (lower drop and latency / size are
+    better), then the table of every record."""
     env = "\n".join(f"- {line}" for line in environment_lines(results))
-    return f"# {title}\n\n{env}\n\n{markdown_table(results)}\n"
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (latency, accuracy) points no other point beats on both, by latency.
-
-    A point is dominated when another is at least as fast and at least as accurate, and
-    strictly better on one of the two.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def _first_latency(r: Record):
-    return min(r.latency, key=lambda lat: lat.batch) if r.latency else None
-
-
-def _ok(results: Results) -> list[Record]:
-    return [r for r in results.records if r.status == "ok" and r.latency]
-
-
-def _png(fig) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _empty(ax, text: str = "no successful record") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
-    ax.set_axis_off()
-
-
-def plot_pareto(results: Results) -> str:
-    """Accuracy vs p50 latency (smallest batch), one panel per target, Pareto front marked."""
-    from matplotlib.figure import Figure
-
-    recs = [r for r in _ok(results) if r.validation]
-    targets = sorted({r.target for r in recs}) or ["-"]
-    fig = Figure(figsize=(4.2 * len(targets), 3.6), layout="constrained")
-    for k, target in enumerate(targets):
-        ax = fig.add_subplot(1, len(targets), k + 1)
-        mine = [r for r in recs if r.target == target]
-        if not mine:
-            _empty(ax, "no successful record with accuracy")
-            continue
-        pts = [(_first_latency(r).p50_ms, r.validation.accuracy) for r in mine]
-        front = pareto_front(pts)
-        ax.scatter(*zip(*pts), color="#888", label="measured")
-        fx, fy = zip(*(pts[i] for i in front))
-        ax.step(fx, fy, where="post", color="#d62728", label="Pareto front")
-        ax.scatter(fx, fy, color="#d62728", zorder=3)
-        for (x, y), r in zip(pts, mine):
-            ax.annotate(
-                f"{r.model}/{r.precision}",
-                (x, y),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        ax.set(
-            title=target,
-            xlabel=f"p50 latency, ms (batch {_first_latency(mine[0]).batch})",
-            ylabel="test accuracy",
-        )
-        ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
-
-
-def plot_sizes(results: Results) -> str:
-    """Bytes on disk of every record with a known size (KiB), coloured by target."""
-    from matplotlib.figure import Figure
-
-    recs = [r for r in results.records if r.size_bytes]
-    fig = Figure(figsize=(7, 0.3 * max(len(recs), 4) + 1), layout="constrained")
-    ax = fig.add_subplot()
-    if not recs:
-        _empty(ax, "no size measured")
-        return _png(fig)
-    targets = sorted({r.target for r in recs})
-    colors = {t: f"C{i}" for i, t in enumerate(targets)}
-    ax.barh(
-        [r.label for r in recs],
-        [r.size_bytes / 1024 for r in recs],
-        color=[colors[r.target] for r in recs],
+    fronts = ["## Pareto fronts per family", ""]
+    for fam in family_points(results):
+        fronts += [f"### {fam.family}", "", *(pareto_lines(fam) if fam.points else ["- none"]), ""]
+    return (
+        f"# {title}\n\n{env}\n\n"
+        + "\n".join(fronts)
+        + f"\n## Records\n\n{markdown_table(results)}\n"
     )
-    ax.invert_yaxis()
-    ax.set(xlabel="size on disk, KiB", title="artifact size")
-    return _png(fig)
 
 
-def plot_families(results: Results) -> str:
-    """Per family: the best p50 latency and the best accuracy each target reached."""
-    from matplotlib.figure import Figure
-
-    recs = _ok(results)
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_lat, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    if not recs:
-        _empty(ax_lat), _empty(ax_acc)
-        return _png(fig)
-    families = sorted({r.family or "?" for r in recs})
-    targets = sorted({r.target for r in recs})
-    width = 0.8 / len(targets)
-    for j, target in enumerate(targets):
-        lat, acc = [], []
-        for fam in families:
-            mine = [r for r in recs if r.target == target and (r.family or "?") == fam]
-            nan = float("nan")  # no bar where the target has no record of the family
-            lat.append(min((_first_latency(r).p50_ms for r in mine), default=nan))
-            acc.append(max((r.validation.accuracy for r in mine if r.validation), default=nan))
-        xs = [i + j * width for i in range(len(families))]
-        ax_lat.bar(xs, lat, width, label=target, color=f"C{j}")
-        ax_acc.bar(xs, acc, width, label=target, color=f"C{j}")
-    for ax, what in ((ax_lat, "best p50 latency, ms"), (ax_acc, "best accuracy")):
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(families))], families)
-        ax.set(ylabel=what, title=f"{what} per family and target")
-        ax.legend(fontsize=7)
-    return _png(fig)
+KEY_HEAD = (
+    "#",
+    "model",
+    "target",
+    "precision",
+    "accuracy",
+    "drop (pts)",
+    "p50 ms",
+    "size",
+    "Pareto front",
+)
 
 
-PLOTS = {
-    "Accuracy vs p50 latency (Pareto front in red)": plot_pareto,
-    "Size on disk": plot_sizes,
-    "Per-family comparison": plot_families,
-}
+def key_rows(fam: FamilyPoints) -> list[list[str]]:
+    """The key under a family's plot: number -> record, drop, latency, size, fronts it is on."""
+    return [
+        [
+            str(p.number),
+            p.record.model,
+            p.record.target,
+            p.record.precision,
+            _fmt(p.record.validation and p.record.validation.accuracy),
+            f"{p.drop:+.2f}",
+            _fmt(p.latency_ms, ".3f"),
+            human_bytes(p.size_bytes) if p.size_bytes is not None else "-",
+            fam.on_front(p.number),
+        ]
+        for p in fam.points
+    ]
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+
+def _html_table(head: Sequence[str], rows: list[list[str]], status_col: int | None = None) -> str:
+    esc = html.escape
+    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
+    for row in rows:
+        cls = f" class='{esc(row[status_col])}'" if status_col is not None else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+    return "\n".join([*out, "</table>"])
+
+
+def _family_section(fam: FamilyPoints) -> str:
+    esc = html.escape
+    title = f"<h2>{esc(fam.family)}</h2>"
+    if not fam.points:
+        return f"{title}<p>no record of this family was measured with an accuracy.</p>"
+    head = list(KEY_HEAD)
+    head[6] += f" (batch {fam.batch})" if fam.batch else ""
+    return (
+        f"{title}<img alt='{esc(fam.family)}: accuracy drop vs latency and size' "
+        f"src='data:image/png;base64,{plot_family(fam)}'>\n"
+        f"<div class='key'>{_html_table(head, key_rows(fam))}</div>"
+    )
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}
 th{background:#f3f3f3}tr.failed td{background:#fde8e8}tr.skipped td{background:#fff6dd}
-img{max-width:100%;margin:.5em 0 1.5em}"""
+.key td:first-child{font-weight:bold;text-align:right}.key{margin-bottom:2em}
+img{max-width:100%;margin:.5em 0}.records{overflow-x:auto}"""
 
 
 def html_report(results: Results, title: str = "modelpress benchmark") -> str:
-    """One self-contained HTML page: environment, the table, and every plot of :data:`PLOTS`."""
+    """One self-contained HTML page: environment; per family, accuracy drop vs p50 latency and
+    vs size with the Pareto fronts and a key of the numbered points; the table of every record."""
     esc = html.escape
     head, rows = table_rows(results)
-    status_col = head.index("status")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
         f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1><ul>",
     ]
     parts += [f"<li>{esc(line)}</li>" for line in environment_lines(results)]
-    parts.append("</ul><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
-    for row in rows:
-        cells = "".join(f"<td>{esc(c)}</td>" for c in row)
-        parts.append(f"<tr class='{esc(row[status_col])}'>{cells}</tr>")
-    parts.append("</table>")
-    for caption, plot in PLOTS.items():
-        parts.append(
-            f"<h2>{esc(caption)}</h2><img alt='{esc(caption)}' "
-            f"src='data:image/png;base64,{plot(results)}'>"
-        )
-    parts.append("</body></html>")
+    parts.append(
+        "</ul><p>Per model family: accuracy drop vs the float model (points) against p50 "
+        "latency and bytes on disk; lower left is better, the Pareto front is in red.</p>"
+    )
+    parts += [_family_section(fam) for fam in family_points(results)]
+    parts.append("<h2>Every record</h2><div class='records'>")
+    parts += [_html_table(head, rows, head.index("status")), "</div></body></html>"]
     return "\n".join(parts)
 
 

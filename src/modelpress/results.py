@@ -15,14 +15,16 @@ the schema, is refused with a one-line :class:`~modelpress.errors.ConfigError` (
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .fsutil import atomic_write_text
+from .userinput import key_path, walk
 
 KIND = "modelpress.results"
 SCHEMA_VERSION = 1
@@ -83,6 +85,10 @@ class Record(_Strict):
     latency: list[Latency] = []
     validation: Validation | None = None
     injected_slowdown: float = 0.0  # > 0 only in gate self-tests (see bench.BenchJob)
+    # when and where this row was measured (kept as is when a run takes it from its cache)
+    measured_at: str | None = None  # ISO 8601, UTC
+    machine_id: str | None = None  # machine.machine_fingerprint().id of the measuring machine
+    machine: str | None = None  # that machine in words: CPU, cores, OS, GPU
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -104,6 +110,7 @@ class Environment(_Strict):
     python: str
     versions: dict[str, str]  # installed library versions (read from metadata, not imported)
     env: dict[str, str] = {}  # thread-related environment variables that were set
+    machine_id: str | None = None  # fingerprint of this machine (compare Record.machine_id)
 
 
 class Results(_Strict):
@@ -136,17 +143,39 @@ def save_results(results: Results, path: str | Path) -> Path:
     return atomic_write_text(path, results.model_dump_json(indent=1))
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice in one object")
+        out[key] = value
+    return out
+
+
 def load_results(path: str | Path, what: str = "results") -> Results:
-    """Read and validate a results file; any problem is one ConfigError line."""
+    """Read and validate a results file; any problem is one ConfigError line naming the file and
+    the key, line or byte offset (CLI exit 2)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist; write one with `modelpress bench`")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+        data = json.loads(text, object_pairs_hook=_no_duplicates)  # NaN: see _check_finite
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{what} file {path} is not valid JSON ({exc}); re-run the bench"
+            f"{what} file {path} is not valid JSON: byte offset {exc.start} is not UTF-8; "
+            "re-run the bench"
         ) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}, "
+            f"character offset {exc.pos}: {exc.msg}); re-run the bench"
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # a duplicate key, a huge or deep value
+        raise ConfigError(f"{what} file {path} is not valid JSON: {exc}; re-run the bench") from exc
     return parse_results(data, f"{what} file {path}")
 
 
@@ -155,17 +184,54 @@ def parse_results(data: Any, where: str = "results") -> Results:
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ConfigError(f"{where} is not a modelpress results file (no kind: {KIND!r})")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or isinstance(version, bool):
         raise ConfigError(
-            f"{where} has schema_version {version!r}; this modelpress reads version "
-            f"{SCHEMA_VERSION}: re-run `modelpress bench` with this version to regenerate it"
+            f"{where} has schema_version {one_line(repr(version))[:40]}; this modelpress reads "
+            f"version {SCHEMA_VERSION}: re-run `modelpress bench` with this version to regenerate it"
         )
+    _check_finite(data, where)
     try:
-        return Results.model_validate(data)
+        results = Results.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         raise ConfigError(
-            f"{where} does not match results schema v{SCHEMA_VERSION} at {loc}: {err['msg']}"
-            f" ({exc.error_count()} problem(s)); regenerate it with `modelpress bench`"
+            f"{where} does not match results schema v{SCHEMA_VERSION} at {key_path(err['loc'])}: "
+            f"{one_line(err['msg'])} ({exc.error_count()} problem(s)); regenerate it with "
+            "`modelpress bench`"
         ) from exc
+    _check_latency(results, where)
+    return results
+
+
+def _check_finite(data: Any, where: str) -> None:
+    """Every number is finite (JSON's NaN and Infinity, and 1e999, which reads as infinity)."""
+    for loc, value in walk(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{where} has {value} at {key_path(loc)}: results hold finite numbers; "
+                "regenerate it with `modelpress bench`"
+            )
+
+
+def _check_latency(results: Results, where: str) -> None:
+    """What the gate and the report compute on: per-call samples, non-negative times."""
+    for i, rec in enumerate(results.records):
+        for j, lat in enumerate(rec.latency):
+            loc = f"records.{i}.latency.{j}"
+            if not lat.samples_us:
+                raise ConfigError(
+                    f"{where} has no per-call samples at {loc}.samples_us: a measured latency "
+                    "keeps them; regenerate it with `modelpress bench`"
+                )
+            if min(lat.samples_us) <= 0:
+                raise ConfigError(
+                    f"{where} has a per-call time <= 0 at {loc}.samples_us: every call takes "
+                    "time; regenerate it with `modelpress bench`"
+                )
+            times = {"p50_ms": lat.p50_ms, "p90_ms": lat.p90_ms, "p99_ms": lat.p99_ms}
+            negative = next((k for k, v in times.items() if v < 0), None)
+            if negative is not None:
+                raise ConfigError(
+                    f"{where} has a negative time at {loc}.{negative}: "
+                    "regenerate it with `modelpress bench`"
+                )

@@ -22,6 +22,7 @@ from .stages import artifact_from_manifest, artifact_to_manifest
 
 if TYPE_CHECKING:
     from .pipeline import ModelRun, Pipeline, RunOutcome
+    from .progress import WorkerProgress
     from .results import Record, Results
 
 WORKER_TIMEOUT_S = 1800.0
@@ -66,25 +67,57 @@ def reference(pipe: Pipeline, run: ModelRun) -> Path | None:
 
 
 def _in_worker(
-    pipe: Pipeline, payloads: list[dict[str, Any]], workdir: Path
+    pipe: Pipeline,
+    payloads: list[dict[str, Any]],
+    workdir: Path,
+    progress: WorkerProgress,
+    env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run payloads in one fresh process; if it dies, retry each alone to isolate the culprit."""
+    """Run payloads in one fresh process; if it dies, retry each alone to isolate the culprit.
+    ``progress`` counts each job as the worker reports it done (or as its result comes back)."""
     from .bench import run_worker
 
     if not payloads:
         return []
     trust = pipe.trust
     payloads = [{**p, **trust} for p in payloads]
-    many = run_worker({"mode": "many", "jobs": payloads, **trust}, WORKER_TIMEOUT_S, workdir)
+    job = {"mode": "many", "jobs": payloads, **trust}
+    many = run_worker(job, WORKER_TIMEOUT_S, workdir, progress.event, env)
     if many.get("status") == "ok":
-        return many["results"]
-    pipe.log(
-        f"  [retry]  worker died ({many.get('reason', '')}); running its {len(payloads)} jobs one by one"
-    )
-    return [run_worker(p, WORKER_TIMEOUT_S, workdir) for p in payloads]
+        results = many["results"]
+    else:
+        pipe.log(
+            f"  [retry]  worker died ({many.get('reason', '')}); running its {len(payloads)} jobs one by one"
+        )
+        results = [
+            run_worker(
+                p,
+                WORKER_TIMEOUT_S,
+                workdir,
+                lambda ev, i=i: progress.event({**ev, "index": i}),
+                env,
+            )
+            for i, p in enumerate(payloads)
+        ]
+    for i, res in enumerate(results):
+        progress.finish(i, str(res.get("status", "failed")))
+    return results
 
 
-def build_all(pipe: Pipeline, run: ModelRun, target: str, options: dict, jobs: list[Job]) -> None:
+def _progress(pipe: Pipeline, title: str, names: list[str], verb: str) -> WorkerProgress:
+    from .progress import WorkerProgress, reporter
+
+    return WorkerProgress(reporter(pipe.progress), title, names, verb)
+
+
+def build_all(
+    pipe: Pipeline,
+    run: ModelRun,
+    target: str,
+    options: dict,
+    jobs: list[Job],
+    env: dict[str, str] | None = None,
+) -> None:
     """Fill ``job.built`` (cached, or built now in one worker) or ``job.failure``."""
     todo: list[tuple[Job, Path]] = []
     for job in jobs:
@@ -126,9 +159,11 @@ def build_all(pipe: Pipeline, run: ModelRun, target: str, options: dict, jobs: l
         }
         for j, tmp in todo
     ]
+    names = [f"{j.label} {target} {j.precision}" for j, _ in todo]
     workdir = pipe.cache.begin("worker", f"build-{run.label}-{target}")
     try:
-        results = _in_worker(pipe, payloads, workdir)
+        with _progress(pipe, f"build {run.label} on {target}", names, "built") as progress:
+            results = _in_worker(pipe, payloads, workdir, progress, env)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for (job, tmp), res in zip(todo, results):
@@ -151,6 +186,22 @@ def build_all(pipe: Pipeline, run: ModelRun, target: str, options: dict, jobs: l
     pipe.log(f"  [done]   build {run.label} on {target} ({time.perf_counter() - start:.1f} s)")
 
 
+def bench_key(pipe: Pipeline, job: Job, target: str, options: dict, ref, settings) -> str:
+    """The benchmark stage's cache key: the artifact, how it is measured, and on which machine
+    (a copied cache never passes another machine's latencies off as this one's)."""
+    from .machine import machine_fingerprint
+
+    config = {
+        "target": target,
+        "options": options,
+        "label": job.label,
+        "settings": settings.to_dict(),
+        "reference": _ref_id(ref),
+        "machine": machine_fingerprint().id,
+    }
+    return pipe.cache.key("bench", job.built.id, config)
+
+
 def bench_all(
     pipe: Pipeline,
     run: ModelRun,
@@ -159,68 +210,95 @@ def bench_all(
     jobs: list[Job],
     ref: Path | None,
     settings: Any = None,
+    from_cache: list[Record] | None = None,
 ) -> list[Record]:
-    """A record per job: cached, measured now (one worker for all), or failed with its reason."""
-    from .bench import BenchJob, _record
+    """A record per job: cached, measured now (one worker for all), or failed with its reason.
+
+    A cached record keeps when and where it was measured; ``from_cache`` collects those records.
+    With ``pipe.fresh_measurements`` the cache is not read: every artifact is measured now."""
     from .results import Record
 
     settings = settings or bench_settings(pipe)
     records: dict[int, Record] = {}
-    todo = []
+    todo, cached = [], []
     for i, job in enumerate(jobs):
         if job.built is None:
             records[i] = failed_record(run, job.label, target, job.precision, job.failure or {})
             continue
-        key = pipe.cache.key(
-            "bench",
-            job.built.id,
-            {
-                "target": target,
-                "options": options,
-                "label": job.label,
-                "settings": settings.to_dict(),
-                "reference": _ref_id(ref),
-            },
-        )
-        done = pipe.cache.lookup("bench", key)
-        if done is not None:
-            pipe.cache.hits += 1
-            records[i] = Record.model_validate(done[1]["record"])
-        else:
+        key = bench_key(pipe, job, target, options, ref, settings)
+        done = None if pipe.fresh_measurements else pipe.cache.lookup("bench", key)
+        if done is None:
             todo.append((i, job, key))
+            continue
+        pipe.cache.hits += 1
+        records[i] = Record.model_validate(done[1]["record"])
+        cached.append(records[i])
+    if cached:
+        when = measured_when(cached)
+        pipe.log(f"  [cached] measure {run.label} on {target}: {len(cached)} record(s), {when}")
+        if from_cache is not None:
+            from_cache += cached
     if todo:
-        start = time.perf_counter()
-        pipe.log(f"  [run]    measure {run.label} on {target}: {len(todo)} artifact(s) ...")
-        payloads = [
-            {
-                "mode": "bench",
-                "artifact": j.built.to_dict(),
-                "target": target,
-                "target_options": options,
-                "reference_logits": str(ref) if ref else None,
-                "slowdown": 0.0,
-                "settings": settings.to_dict(),
-            }
-            for _, j, _ in todo
-        ]
-        workdir = pipe.cache.begin("worker", f"bench-{run.label}-{target}")
-        try:
-            results = _in_worker(pipe, payloads, workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        for (i, job, key), res in zip(todo, results):
-            bjob = BenchJob(
-                job.built, target, job.precision, options, model=job.label, family=run.family
-            )
-            rec = _record(bjob, job.built, res, job.build_s)
-            records[i] = rec
-            tmp = pipe.cache.begin("bench", key)
-            pipe.cache.commit("bench", key, tmp, {"record": rec.model_dump(mode="json")})
-            pipe.cache.misses += 1
-        pipe.log(
-            f"  [done]   measure {run.label} on {target} ({time.perf_counter() - start:.1f} s)"
-        )
+        records.update(_measure(pipe, run, target, options, todo, ref, settings))
     return [records[i] for i in range(len(jobs))]
+
+
+def _measure(
+    pipe: Pipeline, run: ModelRun, target: str, options: dict, todo: list, ref, settings
+) -> dict[int, Record]:
+    """Measure the ``todo`` jobs (index, job, cache key) in one worker; cache each record."""
+    from .bench import BenchJob, _record
+
+    start = time.perf_counter()
+    pipe.log(f"  [run]    measure {run.label} on {target}: {len(todo)} artifact(s) ...")
+    payloads = [
+        {
+            "mode": "bench",
+            "artifact": j.built.to_dict(),
+            "target": target,
+            "target_options": options,
+            "reference_logits": str(ref) if ref else None,
+            "slowdown": 0.0,
+            "settings": settings.to_dict(),
+        }
+        for _, j, _ in todo
+    ]
+    names = [f"{j.label} {target} {j.precision}" for _, j, _ in todo]
+    workdir = pipe.cache.begin("worker", f"bench-{run.label}-{target}")
+    try:
+        with _progress(pipe, f"measure {run.label} on {target}", names, "measured") as progress:
+            results = _in_worker(pipe, payloads, workdir, progress)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    records = {}
+    for (i, job, key), res in zip(todo, results):
+        bjob = BenchJob(
+            job.built, target, job.precision, options, model=job.label, family=run.family
+        )
+        records[i] = rec = _record(bjob, job.built, res, job.build_s)
+        tmp = pipe.cache.begin("bench", key)
+        pipe.cache.commit("bench", key, tmp, {"record": rec.model_dump(mode="json")}, replace=True)
+        pipe.cache.misses += 1
+    pipe.log(f"  [done]   measure {run.label} on {target} ({time.perf_counter() - start:.1f} s)")
+    return records
+
+
+def measured_when(records: list[Record]) -> str:
+    """When (UTC) and where cached records were measured, e.g. 'measured 2025-01-02 10:04 UTC
+    on this machine (3f2a9c0d11e2)'."""
+    from .machine import machine_fingerprint
+
+    stamps = sorted(r.measured_at for r in records if r.measured_at)
+    if not stamps:
+        return "measured at an unknown time (`modelpress run --remeasure` measures them now)"
+    first, last = (s[:16].replace("T", " ") for s in (stamps[0], stamps[-1]))
+    span = first if first == last else f"between {first} and {last}"
+    here = machine_fingerprint().id
+    machines = {r.machine_id for r in records}
+    where = (
+        f"on this machine ({here})" if machines == {here} else f"on {sorted(map(str, machines))}"
+    )
+    return f"measured {span} UTC {where}"
 
 
 def _ref_id(ref: Path | None) -> str | None:
@@ -261,19 +339,73 @@ def jobs_for(
     return jobs, skipped
 
 
-def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
-    from .bench import collect_environment
-    from .results import new_results
+@dataclass
+class Plan:
+    """What one (model, target) pair builds and measures."""
 
-    records = []
+    run: ModelRun
+    target: str
+    options: dict
+    jobs: list[Job]
+    skipped: list[Record]
+    ref: Path | None
+
+
+def unavailable(target: str, options: dict) -> str | None:
+    """Why ``target`` cannot run on this machine (checked here, before any worker starts)."""
+    from .errors import ModelPressError
+    from .targets import get_target
+
+    try:
+        get_target(target, **options).availability().require(target)
+    except ModelPressError as exc:
+        return str(exc)
+    return None
+
+
+def plan_all(pipe: Pipeline, models: list[ModelRun]) -> list[Plan]:
+    """Jobs per (model, target); a target this machine cannot run gets skipped rows, no worker."""
+    plans, absent = [], {}
     for run in models:
-        pipe.log(f"[targets] {run.label}")
         ref = reference(pipe, run)
         for target, section in pipe.recipe.targets_for(run.label).items():
             jobs, skipped = jobs_for(pipe, run, target, section.precisions)
-            records += skipped
-            build_all(pipe, run, target, section.options, jobs)
-            records += bench_all(pipe, run, target, section.options, jobs, ref)
+            if target not in absent:
+                absent[target] = unavailable(target, section.options)
+                if absent[target]:
+                    pipe.log(f"  [skip]   {absent[target]}")
+            if absent[target]:
+                info = {"status": "skipped", "reason": absent[target]}
+                skipped += [failed_record(run, j.label, target, j.precision, info) for j in jobs]
+                jobs = []
+            plans.append(Plan(run, target, section.options, jobs, skipped, ref))
+    return plans
+
+
+def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
+    """Build every artifact (a worker per (model, target), several at once: builds do not need
+    the machine to themselves), then measure them one worker at a time (measurements do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .bench import collect_environment
+    from .results import new_results
+    from .run_parallel import jobs as parallel_jobs
+    from .run_parallel import train_threads
+
+    plans = plan_all(pipe, models)
+    env = {"OMP_NUM_THREADS": str(train_threads())}
+    with ThreadPoolExecutor(max_workers=parallel_jobs()) as pool:
+        list(pool.map(lambda p: build_all(pipe, p.run, p.target, p.options, p.jobs, env), plans))
+    records, cached = [], []
+    for p in plans:
+        records += p.skipped
+        records += bench_all(pipe, p.run, p.target, p.options, p.jobs, p.ref, from_cache=cached)
+    if cached:
+        measured = sum(1 for r in records if r.measured_at)
+        pipe.log(
+            f"[measure] {len(cached)} of {measured} measured record(s) come from the cache, "
+            f"{measured_when(cached)}; `modelpress run --remeasure` measures them again"
+        )
     return new_results(collect_environment(), records, bench_settings(pipe).to_dict())
 
 

@@ -19,7 +19,8 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ from .artifact import Artifact, stage_id
 from .fsutil import atomic_write_text
 
 MANIFEST = "stage.json"
+
+
+class StageMissing(Exception):
+    """A stage is not in the cache (raised only under :meth:`StageCache.only_lookups`)."""
 
 
 def fault_point(stage: str) -> None:
@@ -62,10 +67,21 @@ class StageCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self.dry = False  # see :meth:`only_lookups`
         self.sweep()
 
     def key(self, stage: str, parent_id: str, config: dict[str, Any]) -> str:
         return stage_id(parent_id, stage, {**config, "toolkit": __version__})
+
+    @contextmanager
+    def only_lookups(self) -> Iterator[None]:
+        """Within this block :meth:`run` builds nothing: a missing stage raises StageMissing
+        (nothing is logged or counted). Tells whether a chain of stages is all cached."""
+        self.dry = True
+        try:
+            yield
+        finally:
+            self.dry = False
 
     def sweep(self) -> None:
         """Remove temporary folders of runs that are no longer alive."""
@@ -89,13 +105,16 @@ class StageCache:
         return tmp
 
     def commit(
-        self, stage: str, key: str, tmp: Path, result: dict[str, Any]
+        self, stage: str, key: str, tmp: Path, result: dict[str, Any], replace: bool = False
     ) -> tuple[Path, dict[str, Any]]:
-        """Write the manifest and rename the folder into place (atomic); the fault hook fires first."""
+        """Write the manifest and rename the folder into place (atomic); the fault hook fires first.
+
+        ``replace``: this result supersedes a finished one under the same key (a fresh
+        measurement); otherwise a finished one wins (a parallel worker got there first)."""
         fault_point(stage)
         final = self.root / f"{stage}-{key}"
         atomic_write_text(tmp / MANIFEST, json.dumps(result, indent=2, default=str))
-        done = self.lookup(stage, key)
+        done = None if replace else self.lookup(stage, key)
         if done is not None:  # a parallel worker finished the same stage first
             shutil.rmtree(tmp, ignore_errors=True)
             return done
@@ -110,6 +129,10 @@ class StageCache:
         """The stage's folder and manifest; ``build(tmp_folder)`` runs only on a cache miss."""
         what = f"{stage} {label}".strip()
         done = self.lookup(stage, key)
+        if self.dry:  # only asking whether everything is there
+            if done is None:
+                raise StageMissing(what)
+            return done
         if done is not None:
             self.hits += 1
             self.log(f"  [cached] {what}")

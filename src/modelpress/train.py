@@ -30,8 +30,11 @@ from torch import nn
 from .data.base import DataBundle, Split
 from .errors import ConfigError
 from .metrics import accuracy
+from .progress import Reporter, reporter
 
 AUGMENTS = ("auto", "none", "shift")
+EPOCH_LINE_S = 2.0  # without a terminal: at most one epoch line per this many seconds
+BATCH_TICK_S = 1.0  # inside an epoch slower than this, progress moves with the batches
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def train(
     data: DataBundle,
     cfg: TrainConfig | None = None,
     *,
-    progress: bool = True,
+    progress: bool | Reporter = True,
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     extra_params: Iterable[nn.Parameter] = (),
 ) -> TrainResult:
@@ -147,6 +150,8 @@ def train(
 
     ``loss_fn(model, x, y)`` replaces the cross-entropy step (distillation plugs in here);
     ``extra_params`` are trained alongside the model but not saved with it (distillation adapters).
+    ``progress``: epochs (and the batches of slow epochs) with an ETA, as live bars on a
+    terminal or plain lines elsewhere (see :mod:`modelpress.progress`); rank 0 only.
     """
     cfg = cfg or TrainConfig()
     rank, world = dist_info()
@@ -168,29 +173,23 @@ def train(
     best = {"acc": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    bar = _progress(
-        progress and rank == 0, cfg.epochs, getattr(model, "registry_name", type(model).__name__)
-    )
-    with bar:
-        task = bar.add_task("train", total=cfg.epochs)
+    name = getattr(model, "registry_name", type(model).__name__)
+    rep = reporter(progress if rank == 0 else False)
+    with rep.task(f"train {name}", cfg.epochs, "epoch", min_interval=EPOCH_LINE_S) as task:
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             perm = torch.randperm(len(y_all), generator=gen)
             perm = torch.cat([perm, perm[: steps * per_rank * world - len(perm)]])[rank::world]
-            total_loss = 0.0
+            total_loss, tick = 0.0, time.perf_counter()
             for i in range(steps):
                 idx = perm[i * per_rank : (i + 1) * per_rank]
                 xb, yb = x_all[idx], y_all[idx]
                 if augment is not None:
                     xb = augment(xb, gen)
-                loss = criterion(net, xb, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                sched.step()
-                total_loss += loss.item()
+                total_loss += _step(criterion(net, xb, yb), opt, sched, params, cfg.grad_clip)
+                if time.perf_counter() - tick > BATCH_TICK_S:  # a slow epoch: show its batches
+                    task.partial((i + 1) / steps, f"batch {i + 1}/{steps}")
+                    tick = time.perf_counter()
             val = evaluate(model, data.val)
             history.append(
                 {
@@ -207,10 +206,12 @@ def train(
                     "epoch": epoch,
                     "state": copy.deepcopy(model.state_dict()),
                 }
-            bar.update(task, advance=1, description=f"epoch {epoch} val {val['accuracy']:.3f}")
-            if epoch - best["epoch"] >= cfg.patience:
-                break
-            if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
+            stop = _stop_reason(cfg, epoch - best["epoch"], time.perf_counter() - start)
+            message = f"loss {total_loss / steps:.4f}, val {val['accuracy']:.4f}"
+            if stop:
+                message += f"; {stop}, best val {best['acc']:.4f} at epoch {best['epoch']}"
+            task.advance(message, final=bool(stop))
+            if stop:
                 break
     model.load_state_dict(best["state"])
     model.eval()
@@ -226,17 +227,24 @@ def train(
     )
 
 
-def _progress(enabled: bool, total: int, name: str):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _step(loss: torch.Tensor, opt, sched, params: list, grad_clip: float) -> float:
+    """One optimiser step on ``loss``; returns its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item()
 
-    return Progress(
-        TextColumn(f"[bold]{name}[/bold]"),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
+
+def _stop_reason(cfg: TrainConfig, since_best: int, elapsed: float) -> str:
+    """Why training stops after this epoch ('' to go on): patience or the time budget."""
+    if since_best >= cfg.patience:
+        return f"early stop: no better val for {since_best} epochs"
+    if cfg.max_seconds and elapsed > cfg.max_seconds:
+        return f"stop: time budget of {cfg.max_seconds:g} s spent"
+    return ""
 
 
 def init_distributed() -> bool:

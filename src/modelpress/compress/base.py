@@ -101,7 +101,9 @@ def save_pass_output(
     metrics: dict[str, Any] | None = None,
 ) -> Artifact:
     """Save ``model`` as the child of ``parent`` with the lineage extended by this stage."""
-    path = ctx.out_dir / f"{parent.meta.model.name}.{stage}.safetensors"
+    from ..targets.base import safe_stem  # the name comes from the file: never a path
+
+    path = ctx.out_dir / f"{safe_stem(parent.meta.model.name)}.{stage}.safetensors"
     return save_checkpoint(
         path,
         model,

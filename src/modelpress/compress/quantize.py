@@ -211,7 +211,9 @@ def calibrate(gm: torch.fx.GraphModule, x: np.ndarray, batch: int = 128) -> None
             gm(t[i : i + batch])
 
 
-def train_qat(gm: torch.fx.GraphModule, data: DataBundle, cfg: QATConfig) -> list[dict[str, float]]:
+def train_qat(
+    gm: torch.fx.GraphModule, data: DataBundle, cfg: QATConfig, progress: bool = False
+) -> list[dict[str, float]]:
     """Fine-tune a prepared model on train (cosine lr); keep the best val epoch's state."""
     from torchao.quantization.pt2e import (
         disable_observer,
@@ -219,7 +221,8 @@ def train_qat(gm: torch.fx.GraphModule, data: DataBundle, cfg: QATConfig) -> lis
         move_exported_model_to_train,
     )
 
-    from ..train import random_shift
+    from ..progress import reporter
+    from ..train import EPOCH_LINE_S, random_shift
 
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
@@ -231,25 +234,27 @@ def train_qat(gm: torch.fx.GraphModule, data: DataBundle, cfg: QATConfig) -> lis
     gm.apply(disable_observer)
     best = {"acc": _fq_accuracy(gm, data.val), "state": copy.deepcopy(gm.state_dict())}
     history = [{"epoch": 0, "val_accuracy": best["acc"]}]
-    for epoch in range(1, cfg.epochs + 1):
-        move_exported_model_to_train(gm)
-        gm.apply(enable_observer)
-        perm = torch.randperm(len(y_all), generator=gen)
-        for i in range(steps):
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            if len(idx) < 2:  # batch norm needs two samples in train mode
-                continue
-            xb = random_shift(x_all[idx], gen) if shift else x_all[idx]
-            loss = F.cross_entropy(gm(xb), y_all[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        gm.apply(disable_observer)  # evaluation must not move the quantization ranges
-        acc = _fq_accuracy(gm, data.val)
-        history.append({"epoch": epoch, "val_accuracy": acc})
-        if acc > best["acc"]:
-            best = {"acc": acc, "state": copy.deepcopy(gm.state_dict())}
+    with reporter(progress).task("qat", cfg.epochs, "epoch", min_interval=EPOCH_LINE_S) as task:
+        for epoch in range(1, cfg.epochs + 1):
+            move_exported_model_to_train(gm)
+            gm.apply(enable_observer)
+            perm = torch.randperm(len(y_all), generator=gen)
+            for i in range(steps):
+                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                if len(idx) < 2:  # batch norm needs two samples in train mode
+                    continue
+                xb = random_shift(x_all[idx], gen) if shift else x_all[idx]
+                loss = F.cross_entropy(gm(xb), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            gm.apply(disable_observer)  # evaluation must not move the quantization ranges
+            acc = _fq_accuracy(gm, data.val)
+            history.append({"epoch": epoch, "val_accuracy": acc})
+            if acc > best["acc"]:
+                best = {"acc": acc, "state": copy.deepcopy(gm.state_dict())}
+            task.advance(f"val {acc:.4f} (fake-quantized)")
     gm.load_state_dict(best["state"])
     return history
 
@@ -324,13 +329,15 @@ def qat(art: Artifact, cfg: QATConfig, ctx: PassContext) -> PassResult:
         before = model_stats(model, ctx.data, art.size_bytes)
         torch.manual_seed(cfg.seed)
         gm = prepare_qat(model, torch.as_tensor(ctx.data.train.x[:8]), cfg)
-        history = train_qat(gm, ctx.data, cfg)
+        history = train_qat(gm, ctx.data, cfg, progress=ctx.progress)
         with _quiet():
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
             converted = convert_pt2e(gm)
         left_float = float_layers(model, converted)
-        dest = ctx.out_dir / f"{ckpt.meta.model.name}.qat.onnx"
+        from ..targets.base import safe_stem  # the name comes from the file: never a path
+
+        dest = ctx.out_dir / f"{safe_stem(ckpt.meta.model.name)}.qat.onnx"
         meta = _onnx_meta(ckpt.meta.model_dump(), cfg, left_float, history)
         onnx_art = export_onnx(
             _Frozen(converted), ckpt.input_spec, dest, meta, opset=cfg.opset, parent_id=art.id

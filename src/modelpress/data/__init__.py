@@ -191,6 +191,11 @@ def load_dataset(config: DataConfig | str = "digits", **overrides: Any) -> DataB
             f"data path {config.root} does not exist; point root at the {config.name} files"
         )
     entry = DATASETS[config.name]
-    bundle = entry.load(config, config.view or entry.views[0])
+    try:
+        bundle = entry.load(config, config.view or entry.views[0])
+    except DataError as exc:  # e.g. too few samples to split: say which files hold them
+        if config.root is None or str(config.root) in str(exc):
+            raise
+        raise DataError(f"{config.root}: {exc}") from exc
     bundle.preprocessing["data_config"] = config.to_dict()
     return bundle

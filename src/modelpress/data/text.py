@@ -13,6 +13,7 @@ Accepted layouts for ``root``:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -79,28 +80,49 @@ class Vocabulary:
         return cls(list(d["words"]))
 
 
+def _decode(path: Path) -> str:
+    """The file as UTF-8 text (a BOM is allowed), or a DataError naming the first bad byte."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: byte offset {exc.start} (0x{raw[exc.start]:02x}) is not UTF-8; "
+            "expected a UTF-8 CSV/TSV with label,text: save it as UTF-8"
+        ) from exc
+
+
 def _read_table(path: Path) -> tuple[list[str], list[str]]:
     delim = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delim)
+    rows: list[tuple[int, list[str]]] = []  # (line the row ends on, cells)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh, delimiter=delim) if r]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = [(reader.line_num, r) for r in reader if r]
+    except csv.Error as exc:  # an unclosed quote, a field over csv.field_size_limit(), ...
         raise DataError(
-            f"cannot read {path}: {exc}; expected a UTF-8 CSV/TSV with label,text"
+            f"{path}:{reader.line_num}: {exc}; expected a CSV/TSV with label,text"
         ) from exc
     if not rows:
         raise DataError(f"{path} is empty; expected rows of label,text")
-    head = [c.strip().lower() for c in rows[0]]
+    head = [c.strip().lower() for c in rows[0][1]]
     if "label" in head and "text" in head:
         li, ti, rows = head.index("label"), head.index("text"), rows[1:]
     else:
         li, ti = 0, 1
-    bad = next((i for i, r in enumerate(rows) if len(r) <= max(li, ti)), None)
-    if bad is not None:
-        raise DataError(
-            f"{path} row {bad + 1} has {len(rows[bad])} column(s); expected label and text"
-        )
-    return [r[li].strip() for r in rows], [r[ti] for r in rows]
+    if not rows:
+        raise DataError(f"{path} has a header and no rows; expected rows of label,text")
+    for k, (line, r) in enumerate(rows, start=1):
+        if len(r) <= max(li, ti):
+            raise DataError(
+                f"{path}:{line}: row {k} has {len(r)} column(s); expected label and text"
+            )
+        if not r[li].strip():
+            raise DataError(f"{path}:{line}: row {k} has an empty label; give every row a label")
+    return [r[li].strip() for _, r in rows], [r[ti] for _, r in rows]
 
 
 def _read_folder_split(folder: Path) -> tuple[list[str], list[str]]:

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -106,9 +108,32 @@ class Target(Protocol):
     def describe(self) -> TargetInfo: ...
 
 
+STEM_MAX = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_stem(name: object, fallback: str = "model") -> str:
+    """``name`` made safe to use as (the start of) a file name inside an output folder.
+
+    Names come from metadata (a checkpoint's model name, an artifact id) that a crafted file
+    controls: anything but ASCII letters, digits, ``_``, ``-`` and ``.`` becomes ``_``, leading
+    dots, dashes and underscores go (no hidden files, no ``..``, no option-like names), and the
+    result is cut to 64 characters; an empty result is ``fallback``.
+
+    >>> safe_stem("../../evil"), safe_stem("/etc/x"), safe_stem("resnet8"), safe_stem("..")
+    ('evil', 'etc_x', 'resnet8', 'model')
+    """
+    text = _UNSAFE.sub("_", name if isinstance(name, str) else str(name or ""))
+    text = text.lstrip("._-")[:STEM_MAX].rstrip(".")
+    return text or fallback
+
+
 def artifact_stem(art: Artifact) -> str:
-    """The model name a built file is named after (registry name, else the file's stem)."""
-    return art.meta.get("model", {}).get("name", art.path.stem.split(".")[0])
+    """The model name a built file is named after (registry name, else the file's stem),
+    made safe by :func:`safe_stem`: a crafted model name never writes outside ``out_dir``."""
+    model = art.meta.get("model")
+    name = model.get("name") if isinstance(model, Mapping) else None
+    return safe_stem(name or Path(art.path).stem.split(".")[0])
 
 
 def check_precision(target: Target, precision: str) -> None:

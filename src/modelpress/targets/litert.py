@@ -47,7 +47,7 @@ import numpy as np
 from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, ConfigError, one_line
-from .base import Availability, Runner, TargetInfo, check_precision
+from .base import Availability, Runner, TargetInfo, check_precision, safe_stem
 from .litert_meta import read_meta, write_with_meta
 
 RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
@@ -280,7 +280,7 @@ class LiteRTTarget:
         }
         art_id = stage_id(art.id, self.name, build_cfg)
         meta = litert_quant.artifact_meta(art.meta, precision, art_id, build_cfg, io, quant)
-        dest = Path(out_dir) / f"{Path(art.path).stem}.{precision}.tflite"
+        dest = Path(out_dir) / f"{safe_stem(Path(art.path).stem)}.{precision}.tflite"
         write_with_meta(model_bytes, meta, dest)
         meta = read_meta(dest)  # what the file says, digest included
         return Artifact(path=dest, format="tflite", id=art_id, meta=meta, files=(dest,))

@@ -33,6 +33,8 @@ from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
 from ..export import (
+    check_external_data,
+    copy_onnx,
     deployment_meta,
     export_onnx,
     onnx_files,
@@ -189,8 +191,7 @@ class OnnxRuntimeTarget:
     ) -> Path:
         if art.format == "onnx":
             dest = tmp / art.path.name
-            for f in onnx_files(art.path):
-                shutil.copy2(f, tmp / f.name)
+            copy_onnx(art.path, dest)
             return dest
         if art.format != "torch":
             raise ConfigError(
@@ -302,8 +303,7 @@ class OnnxRuntimeTarget:
             )
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
             copy = Path(tmp) / dest.name
-            for f in onnx_files(art.path):
-                shutil.copy2(f, Path(tmp) / (dest.name if f == art.path else f.name))
+            copy_onnx(art.path, copy)
             write_onnx_meta(copy, meta)
             self._check_runs(copy)
             files = _move_onnx(copy, dest)
@@ -334,6 +334,7 @@ class OnnxRuntimeTarget:
             opts.intra_op_num_threads = self.cfg.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        check_external_data(path)  # before ORT reads any external data file
         try:
             return ort.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
@@ -450,7 +451,9 @@ def _float_leftovers(path: Path) -> list[str]:
 def _move_onnx(src: Path, dest: Path) -> tuple[Path, ...]:
     files = onnx_files(src)
     for f in files[1:]:
-        shutil.move(str(f), dest.parent / f.name)
+        target = dest.parent / f.relative_to(src.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(f), target)
     shutil.move(str(src), dest)
     return onnx_files(dest)
 

@@ -31,6 +31,9 @@ def _expose_all(model_path: Path, dest: Path) -> list[str]:
     """Copy of the model with every float node output added as a graph output."""
     import onnx
 
+    from ..export import check_external_data
+
+    check_external_data(model_path)  # before onnx reads any external data file
     proto = onnx.load(str(model_path))
     present = {o.name for o in proto.graph.output}
     names = [
@@ -95,7 +98,7 @@ def localize(art: Artifact, x: np.ndarray) -> LocalisationReport:
     import onnx
 
     ref_name = art.meta.get("float_reference")
-    if art.format != "onnx" or not ref_name:
+    if art.format != "onnx" or not ref_name or Path(str(ref_name)).name != ref_name:
         raise ConfigError(
             "localisation needs an onnxruntime int8 artifact built by modelpress (with its float twin)"
         )

@@ -9,6 +9,11 @@ An optimisation profile covers the dynamic batch (min 1, opt ``opt_batch``, max 
 The runner uses torch CUDA tensors as device buffers and TensorRT 10's name-based tensor API
 (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``).
 
+The engine ``<name>.<precision>.engine`` has a JSON sidecar ``<name>.<precision>.engine.json``
+with its metadata and a SHA-256 over the engine bytes and that JSON (:func:`write_engine`);
+:func:`read_engine` checks it before an engine is deserialized, so a swapped or edited engine or
+sidecar is an :class:`~modelpress.errors.ArtifactError`, never a silently wrong model.
+
 Without CUDA or without the ``tensorrt`` package, :meth:`availability` says why and every build or
 load raises :class:`~modelpress.errors.TargetUnavailable` naming the extra to install.
 """
@@ -16,7 +21,6 @@ load raises :class:`~modelpress.errors.TargetUnavailable` naming the extra to in
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +31,10 @@ import numpy as np
 from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
-from ..export import deployment_meta, export_onnx
-from ..fsutil import atomic_write_bytes, atomic_write_text
+from ..export import copy_onnx, deployment_meta, export_onnx
+from ..fsutil import atomic_write_bytes
 from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
+from .litert_meta import DIGEST_AT, DIGEST_PLACEHOLDER, file_digest
 
 
 @dataclass(frozen=True)
@@ -136,13 +141,12 @@ class TensorRTTarget:
             onnx_path = self._onnx_for(art, precision, calib, Path(tmp))
             engine_bytes = self._build_engine(onnx_path, spec, precision)
         dest = out_dir / f"{name}.{precision}.engine"
-        atomic_write_bytes(dest, engine_bytes)
-        side = dest.with_name(dest.name + ".json")
-        atomic_write_text(side, json.dumps(meta, indent=2))
+        files = write_engine(dest, engine_bytes, meta)
         art_id = stage_id(
             art.id, f"tensorrt:{precision}", {"opt": self.cfg.opt_batch, "max": self.cfg.max_batch}
         )
-        return Artifact(path=dest, format="tensorrt", id=art_id, meta=meta, files=(dest, side))
+        meta = read_engine(dest)[1]  # what the files say, digest included
+        return Artifact(path=dest, format="tensorrt", id=art_id, meta=meta, files=files)
 
     def _onnx_for(self, art: Artifact, precision: str, calib: np.ndarray | None, tmp: Path) -> Path:
         """The ONNX graph TensorRT parses: float for fp32/fp16, QDQ for int8."""
@@ -153,9 +157,7 @@ class TensorRTTarget:
             if precision == "int8" and not has_qdq:
                 return self._qdq_from_onnx(art, calib, tmp)
             target = tmp / art.path.name
-            shutil.copy2(art.path, target)
-            for extra in art.files[1:]:
-                shutil.copy2(extra, tmp / Path(extra).name)
+            copy_onnx(art.path, target)  # with its external data, checked to stay beside it
             return target
         if art.format != "torch":
             raise ConfigError(
@@ -213,11 +215,9 @@ class TensorRTTarget:
         import torch
 
         path = Path(art.path)
-        if not path.is_file():
-            raise ArtifactError(f"TensorRT engine {path} does not exist; build it first")
-        meta = dict(art.meta) or read_engine_meta(path)
+        engine_bytes, meta = read_engine(path)  # the digest is checked before deserializing
         torch.cuda.set_device(self.cfg.device)
-        engine = trt.Runtime(_trt_logger()).deserialize_cuda_engine(path.read_bytes())
+        engine = trt.Runtime(_trt_logger()).deserialize_cuda_engine(engine_bytes)
         if engine is None:
             raise ArtifactError(
                 f"tensorrt cannot deserialize {path}: truncated, corrupt, or built by another TensorRT "
@@ -247,8 +247,60 @@ class TensorRTTarget:
         )
 
 
-def read_engine_meta(path: Path) -> dict[str, Any]:
-    side = Path(path).with_name(Path(path).name + ".json")
+# -- the engine's files: plain functions (no tensorrt needed), tested everywhere ---------------
+
+
+def sidecar_path(engine: Path) -> Path:
+    """``x.fp16.engine`` -> ``x.fp16.engine.json``."""
+    return Path(engine).with_name(Path(engine).name + ".json")
+
+
+def _sidecar_digest(engine_bytes: bytes, text: bytes) -> str:
+    """SHA-256 over the engine bytes and the sidecar JSON (its digest value zeroed): the same
+    :func:`~modelpress.targets.litert_meta.file_digest` as a ``.tflite``'s embedded metadata."""
+    return file_digest(engine_bytes + text, len(engine_bytes))
+
+
+def write_engine(dest: Path, engine_bytes: bytes, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write the engine, then its sidecar JSON carrying ``meta`` and the digest (atomically).
+
+    >>> write_engine(Path("out/m.fp16.engine"), engine_bytes, meta)   # doctest: +SKIP
+    (PosixPath('out/m.fp16.engine'), PosixPath('out/m.fp16.engine.json'))
+    """
+    body = {k: v for k, v in meta.items() if k != "digest"}
+    text = bytearray(json.dumps({"digest": DIGEST_PLACEHOLDER, **body}, default=str).encode())
+    text[DIGEST_AT : DIGEST_AT + 64] = _sidecar_digest(engine_bytes, bytes(text)).encode()
+    dest = atomic_write_bytes(dest, engine_bytes)
+    side = atomic_write_bytes(sidecar_path(dest), bytes(text))  # last: a pair is complete
+    return dest, side
+
+
+def read_engine(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """(engine bytes, metadata) of an engine, after checking the sidecar's digest.
+
+    Raises :class:`ArtifactError` when the engine or its sidecar is missing, unreadable, or was
+    edited, truncated or swapped after the build.
+    """
+    path, side = Path(path), sidecar_path(path)
+    if not path.is_file():
+        raise ArtifactError(f"TensorRT engine {path} does not exist; build it first")
     if not side.is_file():
-        raise ArtifactError(f"{side} is missing: an engine needs its metadata file beside it")
-    return json.loads(side.read_text())
+        raise ArtifactError(
+            f"{side} is missing: an engine needs its metadata file beside it; rebuild the engine"
+        )
+    engine_bytes, text = path.read_bytes(), side.read_bytes()
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{side} is not valid JSON ({exc}); rebuild the engine") from exc
+    if not isinstance(meta, dict) or meta.get("digest") != _sidecar_digest(engine_bytes, text):
+        raise ArtifactError(
+            f"TensorRT engine {path} failed its digest check against {side.name}: the engine or its "
+            "metadata was edited, truncated or swapped; rebuild it with the tensorrt target"
+        )
+    return engine_bytes, meta
+
+
+def read_engine_meta(path: Path) -> dict[str, Any]:
+    """The metadata of an engine (digest checked)."""
+    return read_engine(path)[1]

@@ -1,0 +1,294 @@
+"""Semantic checks of a recipe: every typed config the run will need is built once, now, so a bad
+value fails with its file, line and key path before any training starts (see recipe.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import ConfigError, one_line
+from .recipe import (
+    KNOWN_TARGETS,
+    PASSES,
+    ModelSection,
+    Recipe,
+    TargetSection,
+    _Lines,
+    fail,
+    pass_configs,
+    pass_name,
+)
+from .userinput import NAME_RULE, field_types, name_problem, type_problem
+
+
+def _kind(value: Any) -> str:
+    shown = one_line(repr(value))
+    return "nothing" if value is None else f"{type(value).__name__} {shown[:40]}"
+
+
+def check_fields(cls: type, values: dict[str, Any], path: Path, lines: _Lines, loc: tuple) -> None:
+    """Refuse keys that are not fields of dataclass ``cls`` and values of the wrong type."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+        raise fail(
+            path,
+            lines,
+            (*loc, unknown[0]),
+            f"unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}",
+        )
+    _check_types(field_types(cls), values, path, lines, loc)
+
+
+def _check_types(
+    types: dict[str, Any], values: dict[str, Any], path: Path, lines: _Lines, loc: tuple
+) -> None:
+    for key, value in values.items():
+        problem = type_problem(types[key], value) if key in types else None
+        if problem:
+            raise fail(path, lines, (*loc, key), problem)
+
+
+def _build(cls: type, values: Any, path: Path, lines: _Lines, loc: tuple) -> Any:
+    if not isinstance(values, dict):
+        raise fail(
+            path, lines, loc, f"expected a mapping of {cls.__name__} fields, got {_kind(values)}"
+        )
+    check_fields(cls, values, path, lines, loc)
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except ConfigError as exc:
+        raise fail(path, lines, loc, str(exc)) from exc
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise fail(path, lines, loc, f"invalid value: {exc}") from exc
+
+
+def check_pass(entry: Any, path: Path, lines: _Lines, loc: tuple) -> None:
+    from .compress.distill import DistillConfig
+    from .compress.prune import PruneConfig
+    from .compress.quantize import QATConfig
+    from .compress.sparsity import SparsityConfig
+    from .train import TrainConfig
+
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise fail(path, lines, loc, f"a pass is a one-key mapping, one of {', '.join(PASSES)}")
+    name = pass_name(entry)
+    if name not in PASSES:
+        raise fail(
+            path, lines, (*loc, name), f"unknown pass {name!r}; valid passes: {', '.join(PASSES)}"
+        )
+    if entry[name] is not None and not isinstance(entry[name], dict):
+        raise fail(
+            path,
+            lines,
+            (*loc, name),
+            f"the options of pass {name} are a mapping of its settings (or nothing), "
+            f"got {_kind(entry[name])}",
+        )
+    opts = pass_configs(entry)
+    has_train, train = "train" in opts, opts.pop("train", None)
+    classes = {
+        "distill": DistillConfig,
+        "prune": PruneConfig,
+        "qat": QATConfig,
+        "sparsity": SparsityConfig,
+    }
+    if name in classes:
+        _build(classes[name], opts, path, lines, (*loc, name))
+    elif opts:
+        raise fail(path, lines, (*loc, name), f"pass {name} takes no options")
+    if has_train:
+        _build(TrainConfig, train, path, lines, (*loc, name, "train"))
+
+
+def check_recipe(recipe: Recipe, path: Path, lines: _Lines) -> None:
+    """Build every config the run will need, so a bad value fails now with its line."""
+    from .bench import BenchSettings
+
+    _check_data(recipe, path, lines)
+    for label, m in recipe.models.items():
+        _check_model(recipe, label, m, path, lines)
+    _check_targets(recipe.targets, path, lines, ("targets",))
+    for label, m in recipe.models.items():
+        if m.targets is not None:
+            _check_targets(m.targets, path, lines, ("models", label, "targets"))
+    _build(BenchSettings, dict(recipe.benchmark), path, lines, ("benchmark",))
+    _check_search(recipe, path, lines)
+    _check_gates(recipe, path, lines)
+
+
+def _check_data(recipe: Recipe, path: Path, lines: _Lines) -> None:
+    from .data import DataConfig
+
+    data = {k: v for k, v in recipe.data.items() if k != "calibration"}
+    cfg = _build(DataConfig, data, path, lines, ("data",))
+    if cfg.seed < 0:
+        raise fail(path, lines, ("data", "seed"), f"a seed is >= 0, got {cfg.seed}")
+    if cfg.root is not None and not Path(cfg.root).exists():
+        raise fail(
+            path,
+            lines,
+            ("data", "root"),
+            f"{cfg.root} does not exist (relative paths start in the current folder); "
+            f"point root at the {cfg.name} files",
+        )
+    calib = recipe.data.get("calibration", 256)
+    if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
+        raise fail(
+            path,
+            lines,
+            ("data", "calibration"),
+            f"calibration must be a positive sample count, got {calib!r}",
+        )
+
+
+def _exists(path: Path, lines: _Lines, loc: tuple, value: str, base: Path | None) -> None:
+    """A file the recipe names must exist (``base``: the folder relative paths start in)."""
+    file = Path(value)
+    if base is not None and not file.is_absolute():
+        file = base / file
+    if not file.is_file():
+        raise fail(path, lines, loc, f"{file} does not exist or is not a file")
+
+
+def _check_registry(
+    name: str, options: dict, train: dict, path: Path, lines: _Lines, loc: tuple
+) -> None:
+    """A registry model (student or teacher): known name, valid options and train overrides."""
+    from .models import MODELS
+    from .train import TrainConfig
+
+    if name not in MODELS:
+        raise fail(
+            path, lines, (*loc, "model"), f"unknown model {name!r}; known: {', '.join(MODELS)}"
+        )
+    check_fields(MODELS[name].config_cls, options, path, lines, (*loc, "options"))
+    _build(TrainConfig, train, path, lines, (*loc, "train"))
+
+
+def _check_model(recipe: Recipe, label: str, m: ModelSection, path: Path, lines: _Lines) -> None:
+    from .train import TrainConfig
+
+    loc = ("models", label)
+    problem = name_problem(label, chain_separator=True)
+    if problem:
+        raise fail(
+            path,
+            lines,
+            loc,
+            f"model label {label!r} {problem}: labels become file and folder names and results "
+            f"labels; {NAME_RULE}",
+        )
+    if m.model:
+        _check_registry(m.model, m.options, m.train, path, lines, loc)
+    else:
+        _build(TrainConfig, m.train, path, lines, (*loc, "train"))
+    for key in ("weights", "onnx"):
+        if getattr(m, key):
+            _exists(path, lines, (*loc, key), getattr(m, key), path.parent)
+    t = m.teacher
+    if t is not None and t.model:
+        _check_registry(t.model, t.options, t.train, path, lines, (*loc, "teacher"))
+    elif t is not None:
+        _exists(path, lines, (*loc, "teacher", "checkpoint"), t.checkpoint, None)
+    base = (*loc, "passes") if m.passes is not None else ("passes",)
+    for i, entry in enumerate(recipe.passes_for(label)):
+        check_pass(entry, path, lines, (*base, i))
+        if pass_name(entry) == "distill" and m.teacher is None and m.source != "onnx":
+            raise fail(
+                path,
+                lines,
+                (*base, i, "distill"),
+                f"distill needs a teacher: add models.{label}.teacher",
+            )
+
+
+def _check_targets(
+    targets: dict[str, TargetSection], path: Path, lines: _Lines, loc: tuple
+) -> None:
+    if not targets:
+        raise fail(path, lines, loc, f"no targets: name at least one of {list(KNOWN_TARGETS)}")
+    unknown = sorted(set(targets) - set(KNOWN_TARGETS))
+    if unknown:
+        raise fail(
+            path,
+            lines,
+            (*loc, unknown[0]),
+            f"unknown target {unknown[0]!r}; valid: {list(KNOWN_TARGETS)}",
+        )
+    for name, t in targets.items():
+        _check_precisions(name, t.options, t.precisions, path, lines, (*loc, name))
+
+
+def _check_precisions(
+    name: str, options: dict, precisions: list[str], path: Path, lines: _Lines, loc: tuple
+) -> None:
+    """Target ``name`` accepts ``options`` and builds every one of ``precisions``."""
+    from .targets import get_target
+
+    cfg = getattr(get_target(name), "cfg", None)  # the defaults: which config, which types
+    if dataclasses.is_dataclass(cfg):
+        check_fields(type(cfg), options, path, lines, loc)
+    try:
+        target = get_target(name, **options)
+    except ConfigError as exc:
+        raise fail(path, lines, loc, str(exc)) from exc
+    except TypeError as exc:
+        raise fail(path, lines, loc, f"unknown option: {exc}") from exc
+    except (ValueError, ArithmeticError) as exc:
+        raise fail(path, lines, loc, f"invalid option: {exc}") from exc
+    bad = [p for p in precisions if p not in target.precisions]
+    if bad:
+        raise fail(
+            path,
+            lines,
+            (*loc, "precisions"),
+            f"{name} does not build {bad}; valid precisions: {', '.join(target.precisions)}",
+        )
+
+
+def _check_search(recipe: Recipe, path: Path, lines: _Lines) -> None:
+    s = recipe.search
+    if s is None:
+        return
+    unknown = [label for label in s.models or [] if label not in recipe.models]
+    if unknown:
+        raise fail(
+            path,
+            lines,
+            ("search", "models"),
+            f"no recipe model is labelled {unknown[0]!r}; models: {', '.join(recipe.models)}",
+        )
+    options = recipe.targets[s.target].options if s.target in recipe.targets else {}
+    _check_precisions(s.target, options, s.precisions, path, lines, ("search",))
+
+
+def _check_gates(recipe: Recipe, path: Path, lines: _Lines) -> None:
+    from .gate import Policy, load_policy
+
+    if recipe.gates is None:
+        return
+    if isinstance(recipe.gates, str):
+        policy_path = (
+            (path.parent / recipe.gates)
+            if not Path(recipe.gates).is_absolute()
+            else Path(recipe.gates)
+        )
+        if not policy_path.is_file():
+            policy_path = Path(recipe.gates)
+        try:
+            load_policy(policy_path)
+        except ConfigError as exc:
+            raise fail(path, lines, ("gates",), str(exc)) from exc
+        return
+    try:
+        Policy.model_validate(recipe.gates)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise fail(
+            path, lines, ("gates", *err["loc"]), err["msg"].removeprefix("Value error, ")
+        ) from exc
