@@ -22,16 +22,14 @@ measured on onnxruntime CPU) and ``to_fp16``; the float model's test accuracy si
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from machine import measuring
 
 STUDENTS = (("resnet8", "image", {"width": 0.25}), ("gru", "sequence", {"hidden_size": 16}))
 
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from modelpress.fsutil import atomic_write_text
     from modelpress.metrics import count_params
 
-    started = time.perf_counter()
+    measured = measuring(__file__, argv).start()
     views = {v: load_dataset("digits", view=v) for v in ("image", "sequence")}
     teacher_fit = fit(
         "resnet8", views["image"], width=a.teacher_width, seed=0, epochs=a.teacher_epochs
@@ -170,17 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             views,
             out,
         )
+    measured.finish()
     schedule = ", ".join(f"{k} {v}" for k, v in EPOCHS.items()) or "none"
     t_schedule = f"{a.teacher_epochs} epochs" if a.teacher_epochs else "recommended schedule"
-    cmd = "PYTHONPATH=src .venv/bin/python benchmarks/distill.py " + " ".join(argv or sys.argv[1:])
     text = "\n".join(
         [
             "# Distillation and quantization preparation on digits",
             "",
-            f"Command: `{cmd.strip()}`  ",
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared "
-            f"with other jobs, torch {torch.__version__}, {a.threads} thread(s); "
-            f"total {time.perf_counter() - started:.0f} s.",
+            *measured.header_lines(),
+            f"- torch with {a.threads} thread(s)",
             "",
             f"Teacher: resnet8 width {a.teacher_width} ({count_params(teacher):,} params), "
             f"test accuracy {100 * teacher_fit.test_accuracy:.2f} % (seed 0, {t_schedule}).",

@@ -21,7 +21,6 @@ after it lose everything else), validated and localised.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import measuring
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet8", "mobilenet", "gru", "lstm", "vit", "transformer")
@@ -39,7 +39,7 @@ THREADS = (1, 2)
 NOTES = [
     "Notes on reading it:",
     "",
-    "- `raw` is the interpreter's own call; `predict` adds the runner's input checks and numpy (de)quantization. On a 2-core machine shared with other jobs the 2-thread column measures contention as much as the runtime: compare precisions within the 1-thread columns.",
+    "- `raw` is the interpreter's own call; `predict` adds the runner's input checks and numpy (de)quantization. When other processes hold the CPU (see the load line above), the 2-thread column measures contention as much as the runtime: compare precisions within the 1-thread columns; ratios are from one run, absolute times vary with the load.",
     "- fp16 stores weights in half precision; on this CPU they are computed in float32, so only the size changes.",
     "- Full int8 leaves a GRU / LSTM cell in float (see below): for the RNNs `dynamic_int8` is the one that shrinks the file.",
 ]
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     start, rows = time.perf_counter(), []
-    with tempfile.TemporaryDirectory() as tmp:
+    with measuring(__file__, argv) as measured, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.baselines:
             args.baselines.mkdir(parents=True, exist_ok=True)
@@ -230,15 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: done at {time.perf_counter() - start:.0f} s", file=sys.stderr)
         fragile = fragile_check(views.get("image") or load_dataset("digits"), args, work)
     info = LiteRTTarget().describe()
-    command = " ".join(["benchmarks/litert.py", *(argv if argv is not None else sys.argv[1:])])
     text = [
         "# LiteRT / TFLite on digits",
         "",
-        f"Command: `PYTHONPATH=src .venv/bin/python {command}`  ",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores shared with other "
-        f"jobs (ratios are from one run; absolute times are noisy); {info.runtime} {info.version}, "
-        f"{info.details['converter']}, torch {torch.__version__} (1 thread); total "
-        f"{time.perf_counter() - start:.0f} s.",
+        *measured.header_lines(),
+        f"- Runtime: {info.runtime} {info.version}, {info.details['converter']}; torch with 1 thread",
         "",
         "Each model trained with its recommended schedule; test split of 360 samples (one sample "
         "= 0.28 points). Accuracy and agreement measured on the LiteRT interpreter (XNNPACK); "

@@ -14,7 +14,7 @@ fine-tuned) against the dense model: checkpoint and ONNX bytes on disk (and zlib
 and latency on torch and onnxruntime CPU at batch 64, interleaved in one run.
 
     .venv/bin/python benchmarks/prune.py [--models resnet8,gru] [--runs 300] [--threads 1] \
-        [--baselines DIR] [--out benchmarks/results/prune.md]
+        [--train-threads 2] [--baselines DIR] [--out benchmarks/results/prune.md]
 
 ``--baselines DIR`` reuses ``DIR/<model>.safetensors`` when present (and writes it otherwise).
 """
@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import measuring
 
 from modelpress.metrics import count_macs
 
@@ -70,7 +69,7 @@ def baseline(name: str, data, cache: Path | None, work: Path):
     return art, time.perf_counter() - start
 
 
-TRAIN_THREADS = 2  # training and pruning; latency is measured with --threads
+TRAIN_THREADS = [2]  # training and pruning (--train-threads); latency: --threads
 MEASURE_THREADS = [1]
 
 
@@ -80,7 +79,7 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], runs: int) -> dict[str,
     try:
         return _interleaved(fns, runs)
     finally:
-        torch.set_num_threads(TRAIN_THREADS)
+        torch.set_num_threads(TRAIN_THREADS[0])
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
@@ -203,18 +202,16 @@ def sparsity_rows(art, data, work: Path, runs: int, threads: int):
     return rows, interleaved_ms(calls_t, runs), interleaved_ms(calls_o, runs)
 
 
-def render(command, env, rows, latency, sparse, runs, threads) -> str:
+def render(header, rows, latency, sparse, runs, threads) -> str:
     med = statistics.median
     out = [
         "# Structured pruning and unstructured sparsity on digits",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {env.cpu_model}, {env.usable_cores} usable cores; training on "
-        f"{TRAIN_THREADS} threads, latency on {threads} (torch and onnxruntime); "
-        f"torch {version('torch')}, onnxruntime {version('onnxruntime')}, "
-        f"torch-pruning {version('torch-pruning')}.  ",
-        "Preliminary: measured on a CPU shared with other jobs; ratios from one run, calls "
-        "interleaved. Accuracy on the digits test split (360 samples: 1 point = 3.6 samples).",
+        *header,
+        f"- Threads: training on {TRAIN_THREADS[0]}, latency on {threads} (torch and onnxruntime)",
+        "",
+        "Ratios from one run, calls interleaved. Accuracy on the digits test split (360 samples: "
+        "1 point = 3.6 samples).",
         "",
         "## Structured pruning to <= 50 % of the MACs (global L2 ranking, recovered)",
         "",
@@ -302,22 +299,22 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch / onnxruntime threads (1: robust on a busy CPU)",
     )
+    p.add_argument("--train-threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--baselines", type=Path, default=None, help="reuse / keep baseline checkpoints")
     p.add_argument("--no-sparsity", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/prune.md")
     a = p.parse_args(argv)
-    from modelpress.bench import collect_environment
     from modelpress.fsutil import atomic_write_text
 
-    torch.set_num_threads(TRAIN_THREADS)
-    MEASURE_THREADS[0] = a.threads
+    TRAIN_THREADS[0], MEASURE_THREADS[0] = a.train_threads, a.threads
+    torch.set_num_threads(TRAIN_THREADS[0])
     names = [n for n in a.models.split(",") if n]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         p.error(f"unknown models {unknown}; choose from {MODELS}")
     if a.baselines:
         a.baselines.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with measuring(__file__, argv) as measured, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         x64s: dict = {}
         rows, latency = prune_rows(names, a.baselines, work, a.runs, x64s)
@@ -329,12 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = load_dataset("digits", view="image")
                 x64s["resnet8"] = (baseline("resnet8", data, a.baselines, work)[0], data)
             sparse = sparsity_rows(*x64s["resnet8"], work, a.runs, a.threads)
-        command = "python benchmarks/prune.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]
-        )
-        text = render(
-            command.strip(), collect_environment(), rows, latency, sparse, a.runs, a.threads
-        )
+    text = render(measured.header_lines(), rows, latency, sparse, a.runs, a.threads)
     atomic_write_text(a.out, text + "\n")
     print(text)
     return 0

@@ -6,17 +6,19 @@ torch eager fp32, ONNX Runtime fp32 / int8, pruned + KD + ONNX Runtime int8, Lit
 with accuracy on the runtime, bytes on disk, p50 latency at batch 1 and 32, and speed-ups as
 ratios to torch eager fp32 and to ONNX Runtime fp32 measured in the same run.
 
-    python benchmarks/run.py [--fresh]     # --fresh: ignore cached stages, remeasure everything
+    python benchmarks/run.py [--fresh] [--out FILE]   # --fresh: ignore cached stages, retrain everything
+
+Every run measures afresh: the benchmark stage never replays a cached record (latency belongs to
+the machine and the moment it was measured); training and builds stay cached unless --fresh.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from machine import measuring
 
 HERE = Path(__file__).resolve().parent
 ORDER = [
@@ -91,25 +93,25 @@ def table(results, families: list[str]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fresh", action="store_true", help="redo every stage")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "headline.md")
     args = parser.parse_args()
     from modelpress.pipeline import run
 
-    start = time.perf_counter()
-    outcome = run(HERE / "suite.yaml", use_cache=not args.fresh)
+    with measuring(__file__) as measured:
+        outcome = run(
+            HERE / "suite.yaml", use_cache=not args.fresh, fresh_measurements=True, progress=True
+        )
     from modelpress.results import load_results
 
     results = load_results(outcome.results_path)
-    env = results.environment
     skipped = sorted(
         {f"{r.target} {r.precision}: {r.reason}" for r in results.records if r.status != "ok"}
     )
     lines = [
         "# Headline benchmark: digits, three families, every runtime, one run",
         "",
-        f"- Command: `python benchmarks/run.py{' --fresh' if args.fresh else ''}` ({time.perf_counter() - start:.0f} s wall)",
-        f"- Machine: {env.cpu_model}, {env.usable_cores} usable cores, {env.platform}, Python {platform.python_version()}",
-        f"- Libraries: {', '.join(f'{k} {v}' for k, v in env.versions.items())}",
-        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; single-threaded runtimes; p50 over >= 300 calls and >= 1 s per batch size, warm-up excluded",
+        *measured.header_lines(),
+        "- Single-threaded runtimes; p50 over >= 300 calls and >= 1 s per batch size, warm-up excluded",
         "- Accuracy: test split (360 images), measured on each runtime; drop vs the float torch baseline",
         "",
         *table(results, ["cnn", "rnn", "attention"]),
@@ -119,9 +121,10 @@ def main() -> int:
         f"Full records (raw latency samples included): `{outcome.results_path}`; report: `{outcome.report_html}`.",
         "",
     ]
-    out = HERE / "results" / "headline.md"
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
+    from modelpress.fsutil import atomic_write_text
+
+    atomic_write_text(args.out, "\n".join(lines))
+    print(f"wrote {args.out}")
     return outcome.exit_code
 
 
