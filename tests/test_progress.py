@@ -210,7 +210,11 @@ def _pipeline(tmp, log, **kw):
 def _jobs(run):
     from modelpress.run_steps import Job
 
-    return [Job(label="cnn", precision=p, source=run.baseline) for p in ("fp32", "dynamic_int8")]
+    opts = {"threads": 1}
+    return [
+        Job(label="cnn", precision=p, source=run.baseline, options=opts)
+        for p in ("fp32", "dynamic_int8")
+    ]
 
 
 def test_workers_report_each_artifact_in_the_parent(tiny, capsys):
@@ -220,13 +224,13 @@ def test_workers_report_each_artifact_in_the_parent(tiny, capsys):
     log: list[str] = []
     pipe = _pipeline(tmp, log.append, progress=True)
     jobs = _jobs(run)
-    build_all(pipe, run, "onnxruntime", {"threads": 1}, jobs)
+    build_all(pipe, "onnxruntime", jobs)
     records = bench_all(pipe, run, "onnxruntime", {"threads": 1}, jobs, None)
     text = capsys.readouterr().out
     assert not CONTROL.search(text)
     lines = text.splitlines()
-    built = [ln for ln in lines if ln.startswith("  build cnn on onnxruntime: artifact")]
-    measured = [ln for ln in lines if ln.startswith("  measure cnn on onnxruntime: artifact")]
+    built = [ln for ln in lines if ln.startswith("  build on onnxruntime: artifact")]
+    measured = [ln for ln in lines if ln.startswith("  measure on onnxruntime: artifact")]
     assert len(built) == 2 and len(measured) == 2, text
     assert re.search(
         r"artifact 1/2: cnn onnxruntime fp32 built \(.+ s\); .+ elapsed, ETA .+ s$", built[0]
@@ -249,32 +253,32 @@ def test_cached_records_keep_when_and_where_they_were_measured(tiny, capsys):
     first_log: list[str] = []
     pipe = _pipeline(tmp, first_log.append)
     jobs = _jobs(run)
-    build_all(pipe, run, "onnxruntime", {"threads": 1}, jobs)  # cached by the test above
+    build_all(pipe, "onnxruntime", jobs)  # cached by the test above
     first = bench_all(pipe, run, "onnxruntime", {"threads": 1}, jobs, None)
     time.sleep(1.1)  # a restamped record would show a later second
     for _ in range(2):  # the cache lookup path, twice
         log: list[str] = []
         cached: list[Record] = []
         pipe = _pipeline(tmp, log.append)
-        build_all(pipe, run, "onnxruntime", {"threads": 1}, jobs)
+        build_all(pipe, "onnxruntime", jobs)
         again = bench_all(pipe, run, "onnxruntime", {"threads": 1}, jobs, None, from_cache=cached)
         assert pipe.cache.misses == 0 and len(cached) == 2
         assert [r.measured_at for r in again] == [r.measured_at for r in first]
         assert [r.model_dump() for r in again] == [r.model_dump() for r in first]
         stamp = first[0].measured_at[:16].replace("T", " ")
         assert any(
-            "[cached] measure cnn on onnxruntime: 2 record(s), measured" in ln and stamp in ln
+            "[cached] measure on onnxruntime: 2 record(s), measured" in ln and stamp in ln
             for ln in log
         ), log
     # fresh measurements (make bench) never replay the cache, and replace what it held
     log = []
     pipe = _pipeline(tmp, log.append, fresh_measurements=True)
-    build_all(pipe, run, "onnxruntime", {"threads": 1}, jobs)
+    build_all(pipe, "onnxruntime", jobs)
     fresh = bench_all(pipe, run, "onnxruntime", {"threads": 1}, jobs, None)
-    assert pipe.cache.misses == 2 and any("[run]    measure cnn" in ln for ln in log)
+    assert pipe.cache.misses == 2 and any("[run]    measure on onnxruntime" in ln for ln in log)
     assert all(f.measured_at > r.measured_at for f, r in zip(fresh, first))
     pipe = _pipeline(tmp, log.append)
-    build_all(pipe, run, "onnxruntime", {"threads": 1}, jobs)
+    build_all(pipe, "onnxruntime", jobs)
     now_cached = bench_all(pipe, run, "onnxruntime", {"threads": 1}, jobs, None)
     assert [r.measured_at for r in now_cached] == [r.measured_at for r in fresh]
     capsys.readouterr()

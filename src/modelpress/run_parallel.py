@@ -3,10 +3,13 @@
 The models of a recipe are independent until their artifacts are measured, and the toolkit's
 models are small: one training process uses one core far better than two threads do (on a busy
 2-core machine, two intra-op threads made a 5-epoch training 30x slower than one, measured). So
-``modelpress run`` first fills the stage cache with a pool of worker processes, one thread each:
+``modelpress run`` first fills the stage cache with a pool of worker processes (each imports
+torch once and takes jobs until none is left), one torch thread each:
 
-1. every distinct training (float baselines and teachers), longest first (teachers are wider);
-2. every model's pass chain (distill, prune, ...), which finds its trainings in the cache.
+- every distinct training (float baselines and teachers) starts at once, teachers first (they
+  are wider, so longer);
+- a model's pass chain (distill, prune, ...) starts as soon as the trainings it needs are done,
+  and finds them in the cache.
 
 The run then walks the models in order as before and finds every stage cached. A worker that
 fails is not fatal here: the in-order walk redoes that stage in the main process, where its error
@@ -22,14 +25,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
-
-JOB_TIMEOUT_S = 3600.0
 
 
 def usable_cores() -> int:
@@ -62,54 +61,111 @@ def set_train_threads() -> int:
     return n
 
 
+def _train_key(args: list[Any]) -> str:
+    return json.dumps(args[1:], sort_keys=True, default=str)  # the label does not count
+
+
+def _trainings_of(label: str, m: Any) -> list[list[Any]]:
+    """The trainings a registry model's chain needs: its teacher (if trained here), itself."""
+    out = []
+    if m.teacher is not None and m.teacher.model:
+        t = m.teacher
+        out.append([f"{label}-teacher", t.model, t.width, t.options, t.train, None])
+    out.append([label, m.model, m.width, m.options, m.train, m.view])
+    return out
+
+
 def training_jobs(recipe: Any) -> list[dict[str, Any]]:
-    """Distinct trainings of the recipe's registry models and their teachers, teachers first."""
+    """Distinct trainings of the recipe's registry models and their teachers, teachers first
+    (they are wider, so longer: the pool starts the long jobs first)."""
     found: dict[str, dict[str, Any]] = {}
-    for label, m in recipe.models.items():
-        if m.source != "registry":
-            continue
-        if m.teacher is not None and m.teacher.model:
-            t = m.teacher
-            job = [f"{label}-teacher", t.model, t.width, t.options, t.train, None]
-            found.setdefault(json.dumps(job[1:], sort_keys=True, default=str), job)
-    for label, m in recipe.models.items():
-        if m.source == "registry":
-            job = [label, m.model, m.width, m.options, m.train, m.view]
-            found.setdefault(json.dumps(job[1:], sort_keys=True, default=str), job)
-    return [{"kind": "train", "args": job} for job in found.values()]
+    registry = [(label, m) for label, m in recipe.models.items() if m.source == "registry"]
+    for first in (True, False):
+        for label, m in registry:
+            for args in _trainings_of(label, m):
+                if args[0].endswith("-teacher") == first:
+                    found.setdefault(_train_key(args), {"kind": "train", "args": args})
+    return list(found.values())
 
 
 def chain_jobs(recipe: Any) -> list[dict[str, Any]]:
+    """One job per registry model with passes; ``needs``: the trainings it waits for."""
     return [
-        {"kind": "model", "label": label}
+        {
+            "kind": "model",
+            "label": label,
+            "needs": [_train_key(a) for a in _trainings_of(label, m)],
+        }
         for label, m in recipe.models.items()
         if m.source == "registry" and recipe.passes_for(label)
     ]
 
 
 def prepare(pipe: Any) -> None:
-    """Fill the stage cache for every model of ``pipe``'s recipe with a pool of processes."""
+    """Fill the stage cache for every model of ``pipe``'s recipe with a pool of processes.
+
+    Trainings start at once (longest first); a model's pass chain starts as soon as the
+    trainings it needs are done, so the pool never waits for a whole phase."""
     n = jobs()
     if n < 2:
         return
-    start, ran, log = time.perf_counter(), False, pipe.log
-    recipe_path, out_dir = pipe.recipe_path, pipe.out
-    for phase, jobs_ in (
-        ("train", training_jobs(pipe.recipe)),
-        ("passes", chain_jobs(pipe.recipe)),
-    ):
-        todo = [j for j in jobs_ if not _cached(pipe, j)]
-        if len(todo) < 2:
-            continue  # nothing to overlap: the in-order walk does it with the same result
-        log(f"[parallel] {phase}: {len(todo)} job(s) in {min(n, len(todo))} processes")
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            codes = list(pool.map(lambda j: _spawn(recipe_path, out_dir, j, pipe.progress), todo))
-        failed = sum(1 for c in codes if c != 0)
-        if failed:
-            log(f"[parallel] {failed} job(s) failed; the run redoes them in order")
-        ran = True
-    if ran:
-        log(f"[parallel] prepared in {time.perf_counter() - start:.1f} s")
+    trains = [j for j in training_jobs(pipe.recipe) if not _cached(pipe, j)]
+    chains = [j for j in chain_jobs(pipe.recipe) if not _cached(pipe, j)]
+    if len(trains) + len(chains) < 2:
+        return  # nothing to overlap: the in-order walk does it with the same result
+    start = time.perf_counter()
+    pipe.log(f"[parallel] {len(trains)} training(s), {len(chains)} pass chain(s) in {n} processes")
+    failed = _run_pool(pipe, n, trains, chains)
+    if failed:
+        pipe.log(f"[parallel] {failed} job(s) failed; the run redoes them in order")
+    pipe.log(f"[parallel] prepared in {time.perf_counter() - start:.1f} s")
+
+
+def _run_pool(pipe: Any, n: int, trains: list[dict], chains: list[dict]) -> int:
+    """Run the jobs in ``n`` worker processes (each imports torch once); the number that failed."""
+    import multiprocessing
+
+    waiting = {_train_key(j["args"]) for j in trains}
+    mode = os.environ.get("MODELPRESS_PROGRESS", "plain").replace("live", "plain")
+    failed = 0
+    with ProcessPoolExecutor(
+        max_workers=n,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(train_threads(), mode),
+    ) as pool:
+
+        def submit(job: dict[str, Any]) -> Future:
+            payload = {
+                "recipe": str(pipe.recipe_path),
+                "out": str(pipe.out),
+                "job": job,
+                "progress": pipe.progress,
+            }
+            return pool.submit(_child, payload)
+
+        running = {submit(j): j for j in trains}
+        while running or chains:
+            ready = [c for c in chains if not waiting.intersection(c["needs"])]
+            for c in ready:
+                chains.remove(c)
+                running[submit(c)] = c
+            if not running:  # a chain waits for a training that is not running: cannot happen
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = running.pop(fut)
+                failed += fut.exception() is not None or fut.result() != 0
+                if job["kind"] == "train":
+                    waiting.discard(_train_key(job["args"]))
+    return failed + len(chains)
+
+
+def _init_worker(threads: int, progress_mode: str) -> None:
+    """A pool process: its torch threads, and plain progress lines (two processes cannot share
+    one live bar)."""
+    os.environ["MODELPRESS_TRAIN_THREADS"] = str(threads)
+    os.environ["MODELPRESS_PROGRESS"] = progress_mode
 
 
 def _run_job(pipe: Any, job: dict[str, Any]) -> None:
@@ -136,44 +192,24 @@ def _cached(pipe: Any, job: dict[str, Any]) -> bool:
     return True
 
 
-def _spawn(recipe_path: Path, out_dir: Path, job: dict[str, Any], progress: bool) -> int:
-    payload = {"recipe": str(recipe_path), "out": str(out_dir), "job": job, "progress": progress}
-    payload = json.dumps(payload)
-    # two processes cannot share one live bar: each child prints plain progress lines
-    env = {
-        **os.environ,
-        "MODELPRESS_TRAIN_THREADS": str(train_threads()),
-        "MODELPRESS_PROGRESS": os.environ.get("MODELPRESS_PROGRESS", "plain").replace(
-            "live", "plain"
-        ),
-    }
-    cmd = [sys.executable, "-u", "-m", "modelpress.run_parallel", payload]
-    try:
-        return subprocess.run(cmd, env=env, timeout=JOB_TIMEOUT_S, check=False).returncode
-    except subprocess.TimeoutExpired:
-        return 124
-
-
 def _child(payload: dict[str, Any]) -> int:
+    """One job in a pool process; a failure is reported here and redone by the in-order walk."""
+    try:
+        return _child_job(payload)
+    except Exception as exc:
+        print(f"  [parallel] {payload['job']}: {type(exc).__name__}: {exc}", flush=True)
+        return 1
+
+
+def _child_job(payload: dict[str, Any]) -> int:
     from .pipeline import Pipeline
     from .recipe import load_recipe
 
     set_train_threads()
     recipe, _ = load_recipe(payload["recipe"])
     out, progress = Path(payload["out"]), bool(payload.get("progress"))
-    pipe = Pipeline(recipe, Path(payload["recipe"]), out, log=print, progress=progress)
+    pipe = Pipeline(
+        recipe, Path(payload["recipe"]), out, log=lambda s: print(s, flush=True), progress=progress
+    )
     _run_job(pipe, payload["job"])
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return _child(json.loads(argv[0]))
-    except Exception as exc:  # the parent redoes the job in order and reports its error there
-        print(f"  [parallel] job failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ class Job:
     label: str  # results name: "cnn" or "cnn+distill+prune"
     precision: str
     source: Artifact
+    options: dict = field(default_factory=dict)  # the target's options for this model
     build_key: str = ""
     built: Artifact | None = None
     build_s: float | None = None
@@ -111,14 +112,10 @@ def _progress(pipe: Pipeline, title: str, names: list[str], verb: str) -> Worker
 
 
 def build_all(
-    pipe: Pipeline,
-    run: ModelRun,
-    target: str,
-    options: dict,
-    jobs: list[Job],
-    env: dict[str, str] | None = None,
+    pipe: Pipeline, target: str, jobs: list[Job], env: dict[str, str] | None = None, part: str = ""
 ) -> None:
-    """Fill ``job.built`` (cached, or built now in one worker) or ``job.failure``."""
+    """Fill ``job.built`` (cached, or built now in one worker) or ``job.failure``; the jobs may
+    come from several models (each job carries its model's target options)."""
     todo: list[tuple[Job, Path]] = []
     for job in jobs:
         job.build_key = pipe.cache.key(
@@ -127,7 +124,7 @@ def build_all(
             {
                 "target": target,
                 "precision": job.precision,
-                "options": options,
+                "options": job.options,
                 "calibration": pipe.calibration,
             },
         )
@@ -144,15 +141,14 @@ def build_all(
     if not todo:
         return
     start = time.perf_counter()
-    pipe.log(
-        f"  [run]    build {run.label} on {target}: {', '.join(f'{j.label} {j.precision}' for j, _ in todo)} ..."
-    )
+    what = f"build on {target}{part}"
+    pipe.log(f"  [run]    {what}: {', '.join(f'{j.label} {j.precision}' for j, _ in todo)} ...")
     payloads = [
         {
             "mode": "build",
             "artifact": j.source.to_dict(),
             "target": target,
-            "target_options": options,
+            "target_options": j.options,
             "precision": j.precision,
             "out_dir": str(tmp),
             "calibration": pipe.calibration,
@@ -160,9 +156,9 @@ def build_all(
         for j, tmp in todo
     ]
     names = [f"{j.label} {target} {j.precision}" for j, _ in todo]
-    workdir = pipe.cache.begin("worker", f"build-{run.label}-{target}")
+    workdir = pipe.cache.begin("worker", f"build-{target}{part.replace(' ', '')}")
     try:
-        with _progress(pipe, f"build {run.label} on {target}", names, "built") as progress:
+        with _progress(pipe, what, names, "built") as progress:
             results = _in_worker(pipe, payloads, workdir, progress, env)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -183,7 +179,7 @@ def build_all(
         )
         pipe.cache.misses += 1
         job.built, job.build_s = artifact_from_manifest(man["artifact"], folder), man["build_s"]
-    pipe.log(f"  [done]   build {run.label} on {target} ({time.perf_counter() - start:.1f} s)")
+    pipe.log(f"  [done]   {what} ({time.perf_counter() - start:.1f} s)")
 
 
 def bench_key(pipe: Pipeline, job: Job, target: str, options: dict, ref, settings) -> str:
@@ -202,6 +198,16 @@ def bench_key(pipe: Pipeline, job: Job, target: str, options: dict, ref, setting
     return pipe.cache.key("bench", job.built.id, config)
 
 
+@dataclass
+class Group:
+    """Jobs of one model on one target: what their measurement needs to know."""
+
+    run: ModelRun
+    options: dict
+    ref: Path | None
+    jobs: list[Job]
+
+
 def bench_all(
     pipe: Pipeline,
     run: ModelRun,
@@ -212,74 +218,92 @@ def bench_all(
     settings: Any = None,
     from_cache: list[Record] | None = None,
 ) -> list[Record]:
-    """A record per job: cached, measured now (one worker for all), or failed with its reason.
+    """A record per job of one model: see :func:`bench_groups`."""
+    return bench_groups(pipe, target, [Group(run, options, ref, jobs)], settings, from_cache)[0]
+
+
+def bench_groups(
+    pipe: Pipeline,
+    target: str,
+    groups: list[Group],
+    settings: Any = None,
+    from_cache: list[Record] | None = None,
+) -> list[list[Record]]:
+    """A record per job of every group: cached, measured now (one worker for all the groups of
+    this target: its runtime's imports are paid once), or failed with its reason.
 
     A cached record keeps when and where it was measured; ``from_cache`` collects those records.
     With ``pipe.fresh_measurements`` the cache is not read: every artifact is measured now."""
     from .results import Record
 
     settings = settings or bench_settings(pipe)
-    records: dict[int, Record] = {}
+    records: dict[tuple[int, int], Record] = {}
     todo, cached = [], []
-    for i, job in enumerate(jobs):
-        if job.built is None:
-            records[i] = failed_record(run, job.label, target, job.precision, job.failure or {})
-            continue
-        key = bench_key(pipe, job, target, options, ref, settings)
-        done = None if pipe.fresh_measurements else pipe.cache.lookup("bench", key)
-        if done is None:
-            todo.append((i, job, key))
-            continue
-        pipe.cache.hits += 1
-        records[i] = Record.model_validate(done[1]["record"])
-        cached.append(records[i])
+    for g, group in enumerate(groups):
+        for i, job in enumerate(group.jobs):
+            if job.built is None:
+                info = job.failure or {}
+                records[g, i] = failed_record(group.run, job.label, target, job.precision, info)
+                continue
+            key = bench_key(pipe, job, target, group.options, group.ref, settings)
+            done = None if pipe.fresh_measurements else pipe.cache.lookup("bench", key)
+            if done is None:
+                todo.append(((g, i), group, job, key))
+                continue
+            pipe.cache.hits += 1
+            records[g, i] = Record.model_validate(done[1]["record"])
+            cached.append(records[g, i])
     if cached:
-        when = measured_when(cached)
-        pipe.log(f"  [cached] measure {run.label} on {target}: {len(cached)} record(s), {when}")
+        pipe.log(
+            f"  [cached] measure on {target}: {len(cached)} record(s), {measured_when(cached)}"
+        )
         if from_cache is not None:
             from_cache += cached
     if todo:
-        records.update(_measure(pipe, run, target, options, todo, ref, settings))
-    return [records[i] for i in range(len(jobs))]
+        records.update(_measure(pipe, target, todo, settings))
+    return [[records[g, i] for i in range(len(grp.jobs))] for g, grp in enumerate(groups)]
 
 
-def _measure(
-    pipe: Pipeline, run: ModelRun, target: str, options: dict, todo: list, ref, settings
-) -> dict[int, Record]:
-    """Measure the ``todo`` jobs (index, job, cache key) in one worker; cache each record."""
+def _measure(pipe: Pipeline, target: str, todo: list, settings) -> dict[tuple, Record]:
+    """Measure the ``todo`` jobs (index, group, job, cache key) in one worker; cache each record."""
     from .bench import BenchJob, _record
 
     start = time.perf_counter()
-    pipe.log(f"  [run]    measure {run.label} on {target}: {len(todo)} artifact(s) ...")
+    pipe.log(f"  [run]    measure on {target}: {len(todo)} artifact(s) ...")
     payloads = [
         {
             "mode": "bench",
-            "artifact": j.built.to_dict(),
+            "artifact": job.built.to_dict(),
             "target": target,
-            "target_options": options,
-            "reference_logits": str(ref) if ref else None,
+            "target_options": group.options,
+            "reference_logits": str(group.ref) if group.ref else None,
             "slowdown": 0.0,
             "settings": settings.to_dict(),
         }
-        for _, j, _ in todo
+        for _, group, job, _ in todo
     ]
-    names = [f"{j.label} {target} {j.precision}" for _, j, _ in todo]
-    workdir = pipe.cache.begin("worker", f"bench-{run.label}-{target}")
+    names = [f"{job.label} {target} {job.precision}" for _, _, job, _ in todo]
+    workdir = pipe.cache.begin("worker", f"bench-{target}")
     try:
-        with _progress(pipe, f"measure {run.label} on {target}", names, "measured") as progress:
+        with _progress(pipe, f"measure on {target}", names, "measured") as progress:
             results = _in_worker(pipe, payloads, workdir, progress)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     records = {}
-    for (i, job, key), res in zip(todo, results):
+    for (index, group, job, key), res in zip(todo, results):
         bjob = BenchJob(
-            job.built, target, job.precision, options, model=job.label, family=run.family
+            job.built,
+            target,
+            job.precision,
+            group.options,
+            model=job.label,
+            family=group.run.family,
         )
-        records[i] = rec = _record(bjob, job.built, res, job.build_s)
+        records[index] = rec = _record(bjob, job.built, res, job.build_s)
         tmp = pipe.cache.begin("bench", key)
         pipe.cache.commit("bench", key, tmp, {"record": rec.model_dump(mode="json")}, replace=True)
         pipe.cache.misses += 1
-    pipe.log(f"  [done]   measure {run.label} on {target} ({time.perf_counter() - start:.1f} s)")
+    pipe.log(f"  [done]   measure on {target} ({time.perf_counter() - start:.1f} s)")
     return records
 
 
@@ -370,6 +394,8 @@ def plan_all(pipe: Pipeline, models: list[ModelRun]) -> list[Plan]:
         ref = reference(pipe, run)
         for target, section in pipe.recipe.targets_for(run.label).items():
             jobs, skipped = jobs_for(pipe, run, target, section.precisions)
+            for job in jobs:
+                job.options = section.options
             if target not in absent:
                 absent[target] = unavailable(target, section.options)
                 if absent[target]:
@@ -380,6 +406,27 @@ def plan_all(pipe: Pipeline, models: list[ModelRun]) -> list[Plan]:
                 jobs = []
             plans.append(Plan(run, target, section.options, jobs, skipped, ref))
     return plans
+
+
+# slowest first: a LiteRT conversion takes a few times an ONNX export (measured on digits)
+BUILD_ORDER = ("litert", "tensorrt", "onnxruntime", "torch")
+
+
+def build_chunks(plans: list[Plan], n: int) -> list[tuple[str, list[Job], str]]:
+    """(target, jobs, part) per build worker: every model's jobs of one target split in ``n``
+    parts (a worker pays a runtime's imports and warm-up once for its part), slowest first."""
+    chunks = []
+    targets = sorted(
+        {p.target for p in plans},
+        key=lambda t: (t not in BUILD_ORDER, BUILD_ORDER.index(t) if t in BUILD_ORDER else 0),
+    )
+    for target in targets:
+        jobs = [j for p in plans if p.target == target for j in p.jobs]
+        k = min(n, len(jobs))
+        for i in range(k):
+            part = jobs[len(jobs) * i // k : len(jobs) * (i + 1) // k]
+            chunks.append((target, part, f" ({i + 1}/{k})" if k > 1 else ""))
+    return chunks
 
 
 def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
@@ -394,12 +441,16 @@ def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
 
     plans = plan_all(pipe, models)
     env = {"OMP_NUM_THREADS": str(train_threads())}
-    with ThreadPoolExecutor(max_workers=parallel_jobs()) as pool:
-        list(pool.map(lambda p: build_all(pipe, p.run, p.target, p.options, p.jobs, env), plans))
-    records, cached = [], []
-    for p in plans:
-        records += p.skipped
-        records += bench_all(pipe, p.run, p.target, p.options, p.jobs, p.ref, from_cache=cached)
+    n = parallel_jobs()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(lambda c: build_all(pipe, c[0], c[1], env, c[2]), build_chunks(plans, n)))
+    measured, cached = {}, []
+    for target in dict.fromkeys(p.target for p in plans):  # one worker per target, in order
+        mine = [p for p in plans if p.target == target]
+        groups = [Group(p.run, p.options, p.ref, p.jobs) for p in mine]
+        for p, recs in zip(mine, bench_groups(pipe, target, groups, from_cache=cached)):
+            measured[id(p)] = recs
+    records = [r for p in plans for r in (*p.skipped, *measured[id(p)])]
     if cached:
         measured = sum(1 for r in records if r.measured_at)
         pipe.log(
