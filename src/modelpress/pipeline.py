@@ -281,7 +281,8 @@ def run(
     ``progress``: epochs and artifacts with an ETA (live bars on a terminal, else plain lines).
     ``fresh_measurements``: measure every artifact now, even where the cache holds a record
     (training and builds stay cached)."""
-    from .run_steps import benchmark_all, finish
+    from .run_steps import finish
+    from .run_targets import benchmark_all
 
     start = time.perf_counter()
     recipe, _ = load_recipe(recipe_path)

@@ -1,10 +1,11 @@
-"""The measuring half of a run: build every (model, variant, target, precision), validate and
-benchmark each, then write results, report, gates and a summary table.
+"""The measuring half of a run, its primitives: build a list of jobs in one fresh worker
+process, validate and benchmark a list of built artifacts in another, then write results,
+report, gates and the summary table (:func:`finish`). Which jobs go to which worker is decided
+in run_targets.py.
 
-Builds and measurements of one (model, target) run together in one fresh worker process
-(imports are paid once; one runtime never shares a process with another). If that worker dies,
-each of its jobs is retried alone so that one crashing job cannot hide the others. Every job's
-output is its own cached stage.
+A worker runs one runtime only (imports are paid once; one runtime never shares a process with
+another). If it dies, each of its jobs is retried alone so that one crashing job cannot hide the
+others. Every job's output is its own cached stage.
 """
 
 from __future__ import annotations
@@ -342,122 +343,6 @@ def failed_record(
         status=info.get("status", "failed"),
         reason=info.get("reason", "unknown"),
     )
-
-
-def jobs_for(
-    pipe: Pipeline, run: ModelRun, target: str, precisions: list[str]
-) -> tuple[list[Job], list[Record]]:
-    jobs, skipped = [], []
-    for precision in precisions:
-        for variant, label in pipe.variants(run):
-            src = pipe.source_for(run, variant, target, precision)
-            if src.format == "onnx" and target in ("torch", "litert"):
-                why = f"{target} builds from a torch checkpoint; this model is an ONNX file"
-                skipped.append(
-                    failed_record(
-                        run, label, target, precision, {"status": "skipped", "reason": why}
-                    )
-                )
-                continue
-            jobs.append(Job(label=label, precision=precision, source=src))
-    return jobs, skipped
-
-
-@dataclass
-class Plan:
-    """What one (model, target) pair builds and measures."""
-
-    run: ModelRun
-    target: str
-    options: dict
-    jobs: list[Job]
-    skipped: list[Record]
-    ref: Path | None
-
-
-def unavailable(target: str, options: dict) -> str | None:
-    """Why ``target`` cannot run on this machine (checked here, before any worker starts)."""
-    from .errors import ModelPressError
-    from .targets import get_target
-
-    try:
-        get_target(target, **options).availability().require(target)
-    except ModelPressError as exc:
-        return str(exc)
-    return None
-
-
-def plan_all(pipe: Pipeline, models: list[ModelRun]) -> list[Plan]:
-    """Jobs per (model, target); a target this machine cannot run gets skipped rows, no worker."""
-    plans, absent = [], {}
-    for run in models:
-        ref = reference(pipe, run)
-        for target, section in pipe.recipe.targets_for(run.label).items():
-            jobs, skipped = jobs_for(pipe, run, target, section.precisions)
-            for job in jobs:
-                job.options = section.options
-            if target not in absent:
-                absent[target] = unavailable(target, section.options)
-                if absent[target]:
-                    pipe.log(f"  [skip]   {absent[target]}")
-            if absent[target]:
-                info = {"status": "skipped", "reason": absent[target]}
-                skipped += [failed_record(run, j.label, target, j.precision, info) for j in jobs]
-                jobs = []
-            plans.append(Plan(run, target, section.options, jobs, skipped, ref))
-    return plans
-
-
-# slowest first: a LiteRT conversion takes a few times an ONNX export (measured on digits)
-BUILD_ORDER = ("litert", "tensorrt", "onnxruntime", "torch")
-
-
-def build_chunks(plans: list[Plan], n: int) -> list[tuple[str, list[Job], str]]:
-    """(target, jobs, part) per build worker: every model's jobs of one target split in ``n``
-    parts (a worker pays a runtime's imports and warm-up once for its part), slowest first."""
-    chunks = []
-    targets = sorted(
-        {p.target for p in plans},
-        key=lambda t: (t not in BUILD_ORDER, BUILD_ORDER.index(t) if t in BUILD_ORDER else 0),
-    )
-    for target in targets:
-        jobs = [j for p in plans if p.target == target for j in p.jobs]
-        k = min(n, len(jobs))
-        for i in range(k):
-            part = jobs[len(jobs) * i // k : len(jobs) * (i + 1) // k]
-            chunks.append((target, part, f" ({i + 1}/{k})" if k > 1 else ""))
-    return chunks
-
-
-def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
-    """Build every artifact (a worker per (model, target), several at once: builds do not need
-    the machine to themselves), then measure them one worker at a time (measurements do)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .bench import collect_environment
-    from .results import new_results
-    from .run_parallel import jobs as parallel_jobs
-    from .run_parallel import train_threads
-
-    plans = plan_all(pipe, models)
-    env = {"OMP_NUM_THREADS": str(train_threads())}
-    n = parallel_jobs()
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(lambda c: build_all(pipe, c[0], c[1], env, c[2]), build_chunks(plans, n)))
-    measured, cached = {}, []
-    for target in dict.fromkeys(p.target for p in plans):  # one worker per target, in order
-        mine = [p for p in plans if p.target == target]
-        groups = [Group(p.run, p.options, p.ref, p.jobs) for p in mine]
-        for p, recs in zip(mine, bench_groups(pipe, target, groups, from_cache=cached)):
-            measured[id(p)] = recs
-    records = [r for p in plans for r in (*p.skipped, *measured[id(p)])]
-    if cached:
-        measured = sum(1 for r in records if r.measured_at)
-        pipe.log(
-            f"[measure] {len(cached)} of {measured} measured record(s) come from the cache, "
-            f"{measured_when(cached)}; `modelpress run --remeasure` measures them again"
-        )
-    return new_results(collect_environment(), records, bench_settings(pipe).to_dict())
 
 
 def _policy(pipe: Pipeline):
