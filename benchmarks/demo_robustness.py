@@ -121,6 +121,7 @@ def fmt(name: str, value: float) -> str:
 def worst_per_gate(runs: list[Run], policy: Policy) -> list[dict]:
     """Per (rule, check): the worst measured value over every record of every run."""
     worst: dict[tuple[str, str], dict] = {}
+    counts: dict[tuple[str, str], int] = {}
     for run in runs:
         if run.results is None:
             continue
@@ -142,20 +143,32 @@ def worst_per_gate(runs: list[Run], policy: Policy) -> list[dict]:
                             "margin": m,
                             "where": f"{rec.model} {rec.target} {rec.precision}",
                             "run": f"seed {run.seed}, {run.threads} thread(s)",
-                            "checked": 0,
                         }
-                    worst[key]["checked"] += 1
-    return list(worst.values())
+                    counts[key] = counts.get(key, 0) + 1
+    return [{**w, "checked": counts[key]} for key, w in worst.items()]
 
 
 def render(runs: list[Run], policy: Policy, gates: list[dict], header: list[str]) -> str:
     lines = ["# Demo robustness: the main job's gates over training seeds and threads", ""]
     lines += header + [""]
-    lines += ["## Runs", "", "| seed | threads | exit | wall s | gate checks failed |"]
-    lines += ["|---:|---:|---:|---:|---:|"]
+    lines += [
+        "Each run: the demo recipe with this training seed, in a fresh stage cache; `threads` is "
+        "the torch threads of each training process. Gate checks are those of the policy below, "
+        "applied now to each run's results.json (`exit`: the run's own exit code, under the policy "
+        "it ran with). `ran`: now, or read back (`--reuse`) from an earlier invocation of this "
+        "script (when it finished).",
+        "",
+        "## Runs",
+        "",
+        "| seed | threads | completed | wall s | gate checks failed | ran |",
+        "|---:|---:|---|---:|---:|---|",
+    ]
     for r in runs:
+        completed = "yes" if r.results is not None and r.exit_code in (0, 1) else "NO"
+        ran = f"earlier ({r.reused_from})" if r.reused_from else "now"
         lines.append(
-            f"| {r.seed} | {r.threads} | {r.exit_code} | {r.seconds:.0f} | {_failed(r, policy)} |"
+            f"| {r.seed} | {r.threads} | {completed} (exit {r.exit_code}) | {r.seconds:.0f} | "
+            f"{_failed(r, policy)} | {ran} |"
         )
     lines += ["", "## Worst value of every gate over all runs", ""]
     lines += [
@@ -173,18 +186,22 @@ def render(runs: list[Run], policy: Policy, gates: list[dict], header: list[str]
             f"{fmt(g['check'], g['measured'])} | {g['margin']:+.3f}{unit} | {need}{unit} | "
             f"{'yes' if ok else 'NO'} | {g['where']} ({g['run']}) | {g['checked']} |"
         )
-    every_exit = all(r.exit_code == 0 for r in runs)
+    passed = all(_passes(r, policy) for r in runs)
     lines += [
         "",
-        f"Every run exited 0: {'yes' if every_exit else 'NO'}. "
+        f"Every run completed and passed every gate: {'yes' if passed else 'NO'}. "
         f"Every gate keeps its required margin over the worst run: {'yes' if all_ok else 'NO'}.",
         "",
     ]
     return "\n".join(lines)
 
 
+def _passes(run: Run, policy: Policy) -> bool:
+    return run.results is not None and run_gates(run.results, policy).exit_code == 0
+
+
 def _failed(run: Run, policy: Policy) -> str:
-    """How many of the policy's checks failed in this run (its own exit code says the same)."""
+    """How many of the policy's checks failed in this run."""
     if run.results is None:
         return "no results"
     report = run_gates(run.results, policy)
@@ -210,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_text(a.out, text)
     print(text)
-    ok = all(r.exit_code == 0 for r in runs) and all(
+    ok = all(_passes(r, policy) for r in runs) and all(
         g["margin"] >= REQUIRED.get(g["check"], 0.0) for g in gates
     )
     return 0 if ok else 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, one_line
+from .errors import ConfigError, ModelPressError, one_line
 
 
 class LineMap:
@@ -46,15 +46,19 @@ class LineMap:
         return line
 
 
-def decode_utf8(raw: bytes, path: Path, error: type[ConfigError] = ConfigError) -> str:
+def decode_utf8(
+    raw: bytes,
+    path: Path,
+    error: type[ModelPressError] = ConfigError,
+    hint: str = "save the file as UTF-8 text",
+) -> str:
     """``raw`` as text (a UTF-8 BOM is allowed), or ``error`` naming the first bad byte."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise error(
-            f"{path}:{line}: byte offset {exc.start} (0x{raw[exc.start]:02x}) is not UTF-8: "
-            "save the file as UTF-8 text"
+            f"{path}:{line}: byte offset {exc.start} (0x{raw[exc.start]:02x}) is not UTF-8: {hint}"
         ) from exc
 
 

@@ -86,14 +86,11 @@ def _decode(path: Path) -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: byte offset {exc.start} (0x{raw[exc.start]:02x}) is not UTF-8; "
-            "expected a UTF-8 CSV/TSV with label,text: save it as UTF-8"
-        ) from exc
+    from ..yamlfile import decode_utf8
+
+    return decode_utf8(
+        raw, path, DataError, "expected a UTF-8 CSV/TSV with label,text: save it as UTF-8"
+    )
 
 
 def _read_table(path: Path) -> tuple[list[str], list[str]]:
