@@ -108,9 +108,8 @@ def build_chunks(plans: list[Plan], n: int) -> list[tuple[str, list[Job], str]]:
     for target in targets:
         jobs = [j for p in plans if p.target == target for j in p.jobs]
         k = min(n, len(jobs))
-        for i in range(k):
-            part = jobs[len(jobs) * i // k : len(jobs) * (i + 1) // k]
-            chunks.append((target, part, f" ({i + 1}/{k})" if k > 1 else ""))
+        for i in range(k):  # every k-th job: each part gets a mix of models and precisions
+            chunks.append((target, jobs[i::k], f" ({i + 1}/{k})" if k > 1 else ""))
     return chunks
 
 

@@ -44,6 +44,21 @@ from ..export import (
 )
 from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 
+# float exports of this process, by (checkpoint id, rnn form, external-data threshold): a worker that builds fp32 and
+# int8 of one checkpoint exports it once (the exporter's metadata is rewritten per build)
+_EXPORTED: dict[tuple[str, str, int], Path] = {}
+_EXPORT_DIR: list[Path] = []
+
+
+def _export_cache_dir() -> Path:
+    if not _EXPORT_DIR:
+        import atexit
+
+        _EXPORT_DIR.append(Path(tempfile.mkdtemp(prefix="modelpress-exports-")))
+        atexit.register(shutil.rmtree, _EXPORT_DIR[0], True)
+    return _EXPORT_DIR[0]
+
+
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 COMPUTE_PREFIXES = ("Conv", "Gemm", "MatMul", "LSTM", "GRU")
@@ -206,9 +221,19 @@ class OnnxRuntimeTarget:
         if unroll and has_rnn(model):
             model = unroll_rnns(model)
             meta["rnn"] = "unrolled"
-        return export_onnx(
-            model, ckpt.input_spec, tmp / "model.fp32.onnx", meta, parent_id=art.id
-        ).path
+        dest = tmp / "model.fp32.onnx"
+        from .. import export
+
+        key = (art.id, meta.get("rnn", ""), export.EXTERNAL_DATA_BYTES)
+        if key in _EXPORTED:  # the same checkpoint, exported before in this process
+            copy_onnx(_EXPORTED[key], dest)
+            return dest
+        export_onnx(model, ckpt.input_spec, dest, meta, parent_id=art.id)
+        cached = _export_cache_dir() / str(len(_EXPORTED)) / dest.name
+        cached.parent.mkdir()
+        copy_onnx(dest, cached)
+        _EXPORTED[key] = cached
+        return dest
 
     def _fp16(self, fp32: Path, dest: Path) -> Path:
         import onnx
