@@ -449,7 +449,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelpress.bench CHECKPOINT... [--targets ...]``."""
-    from .cli import standalone
+    from .exits import standalone
 
     return standalone("modelpress bench", __doc__, configure_parser, cmd_bench, argv)
 

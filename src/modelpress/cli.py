@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .exits import DEFAULT_ERROR_LOG, exit_status, guarded
+from .exits import DEFAULT_ERROR_LOG, exit_status, guarded, standalone  # noqa: F401
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -279,22 +279,6 @@ COMMANDS = {
     "gate": _delegate("gate", "cmd_gate"),
     "report": _delegate("report", "cmd_report"),
 }
-
-
-def standalone(
-    prog: str, doc: str | None, configure, command, argv: list[str] | None = None
-) -> int:
-    """``python -m modelpress.<module>``: one subcommand outside the ``modelpress`` command, with
-    the same one-line errors and exit codes (see :func:`main`)."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=(doc or "").splitlines()[0] if doc else None
-    )
-    configure(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
-        return exit_status(exc)
-    return guarded(lambda: command(args), lambda: DEFAULT_ERROR_LOG)
 
 
 def error_log_for(a: argparse.Namespace) -> Path:

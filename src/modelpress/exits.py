@@ -11,6 +11,7 @@ any other exception is an internal error (3) whose traceback goes to a file, nev
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -99,3 +100,19 @@ def guarded(call: Callable[[], int], error_log: Callable[[], Path]) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def standalone(
+    prog: str, doc: str | None, configure, command, argv: list[str] | None = None
+) -> int:
+    """``python -m modelpress.<module>``: one subcommand outside the ``modelpress`` command, with
+    the same one-line errors and exit codes as the ``modelpress`` command."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=(doc or "").splitlines()[0] if doc else None
+    )
+    configure(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return exit_status(exc)
+    return guarded(lambda: command(args), lambda: DEFAULT_ERROR_LOG)

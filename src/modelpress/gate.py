@@ -412,7 +412,7 @@ def cmd_gate(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelpress.gate RESULTS --policy P [--baseline B] [--junit X]``."""
-    from .cli import standalone
+    from .exits import standalone
 
     return standalone("modelpress gate", __doc__, configure_parser, cmd_gate, argv)
 

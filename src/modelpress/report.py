@@ -296,7 +296,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m modelpress.report RESULTS [--out DIR]``."""
-    from .cli import standalone
+    from .exits import standalone
 
     return standalone("modelpress report", __doc__, configure_parser, cmd_report, argv)
 
