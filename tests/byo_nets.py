@@ -23,3 +23,36 @@ class TinyNet(nn.Module):
 
 def build_model(width: int = 16, classes: int = 10) -> nn.Module:
     return TinyNet(width, classes)
+
+
+class _Returns(nn.Module):
+    """TinyNet whose forward returns its logits wrapped the way ``form`` says."""
+
+    def __init__(self, form: str, width: int = 8):
+        super().__init__()
+        self.form, self.net = form, TinyNet(width)
+
+    def forward(self, x: torch.Tensor):
+        logits = self.net(x)
+        if self.form == "tuple":
+            return logits, x.mean()
+        if self.form == "list":
+            return [logits]
+        if self.form == "dict":
+            return {"logits": logits, "features": x.flatten(1)}
+        if self.form == "scores":  # a dict without "logits": the recipe names the key
+            return {"scores": logits, "aux": logits.detach() * 0}
+        if self.form == "model-output":
+            from transformers.modeling_outputs import SequenceClassifierOutput
+
+            return SequenceClassifierOutput(logits=logits)
+        return logits
+
+
+def build_returning(form: str = "tensor", width: int = 8) -> nn.Module:
+    torch.manual_seed(0)  # the same weights whatever the form
+    return _Returns(form, width)
+
+
+def build_broken(width: int = 8) -> nn.Module:
+    raise RuntimeError("this factory always fails")

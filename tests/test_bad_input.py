@@ -666,9 +666,12 @@ def test_a_model_that_crashes_is_a_failed_model_exit_1_with_its_traceback_kept(
     out = tmp_path / "out"
     assert cli.main(["run", str(path), "--out", str(out), "--no-cache"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "models.cnn: RuntimeError: shapes do not match" in lines[0], lines
-    assert str(out / "error.log") in lines[0]
+    assert len(lines) == 2, lines  # one line per model of the recipe, each with its reason
+    assert "cnn: train failed: RuntimeError: shapes do not match in cnn" in lines[0]
+    assert "rnn: train failed: RuntimeError: shapes do not match in rnn" in lines[1]
+    assert all(str(out / "error.log") in line for line in lines)
     assert "Traceback" in (out / "error.log").read_text()
+    assert (out / "report.html").is_file()  # the run went to the end: the model is a failed row
 
 
 def test_an_internal_error_elsewhere_exits_3_with_runs_error_log(

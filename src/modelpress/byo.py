@@ -85,16 +85,14 @@ def import_model(pipe: Pipeline, label: str, m: ModelSection) -> ModelRun:
     run = ModelRun(
         label=label, family="user", data=data, baseline=_import_factory(pipe, label, m, data)
     )
-    if m.teacher is not None:
-        run.teacher = pipe.teacher(label, m)
-    for entry in pipe.recipe.passes_for(label):
-        pipe.apply_pass(run, entry)
+    pipe.run_chain(run, m)
     return run
 
 
 def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
     from .checkpoint import save_trained
     from .factory import add_factory_folder, allow_factory, build_from_factory
+    from .model_io import adapt_output, infer_output, pick_logits
     from .train import evaluate
 
     add_factory_folder(pipe.recipe_path.parent)
@@ -103,6 +101,7 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
     config = {
         "factory": m.factory,
         "kwargs": m.kwargs,
+        "output": m.output,
         "input": m.input.model_dump(),
         "weights": sha256_file(weights) if weights else None,
         "data": data.preprocessing.get("data_config"),
@@ -121,11 +120,18 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
                 )
         model.eval()
         try:
-            out = model(torch.as_tensor(data.test.x[:2]))
+            with torch.no_grad():
+                raw = model(torch.as_tensor(data.test.x[:2]))
         except Exception as exc:
             raise ConfigError(
                 f"models.{label} does not run on input {list(data.input_spec.shape)}: {exc}"
             ) from exc
+        try:
+            output = infer_output(raw) if m.output is None else str(m.output)
+            out = pick_logits(raw, output)
+        except ConfigError as exc:
+            raise ConfigError(f"models.{label}: {exc}") from exc
+        adapt_output(model, output)  # from here on it returns the logits tensor itself
         if tuple(out.shape) != (2, data.num_classes):
             raise ConfigError(
                 f"models.{label} returns {tuple(out.shape)} for a batch of 2; expected "

@@ -40,6 +40,7 @@ class ModelRef(BaseModel):
     name: str  # registry name, or the user's label for a factory model
     config: dict[str, Any]  # registry config, or the factory's keyword arguments
     factory: str | None = None  # "package.module:function" for a user's model (see factory.py)
+    output: str | None = None  # which part of a factory model's output is the logits (model_io)
 
 
 class CheckpointMeta(BaseModel):
@@ -89,8 +90,10 @@ def _digest(meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> str:
     exclude: dict[str, Any] = {"digest": True}
     if meta.dtype == "float32":
         exclude["dtype"] = True
-    if meta.model.factory is None:  # factory joined the schema later too
-        exclude["model"] = {"factory": True}
+    late = {"factory", "output"}  # joined the schema later: left out while unset
+    unset = {k: True for k in late if getattr(meta.model, k) is None}
+    if unset:
+        exclude["model"] = unset
     body = meta.model_dump(exclude=exclude)
     h.update(json.dumps(body, sort_keys=True).encode())
     return h.hexdigest()
@@ -168,8 +171,10 @@ def model_ref(model: nn.Module) -> ModelRef:
     factory = getattr(model, "modelpress_factory", None)
     if factory is not None:
         path, kwargs = factory
+        from .model_io import output_of
+
         label = getattr(model, "modelpress_label", path.rpartition(":")[2])
-        return ModelRef(name=label, config=kwargs, factory=path)
+        return ModelRef(name=label, config=kwargs, factory=path, output=output_of(model))
     raise ConfigError(
         f"{type(model).__name__} is neither a registry model (create_model()) nor a factory model "
         "(modelpress.factory.build_from_factory()); modelpress cannot rebuild it from a checkpoint"
@@ -304,8 +309,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         if meta.model.factory:
             from .factory import load_trusted
+            from .model_io import adapt_output
 
             model = load_trusted(meta.model.factory, meta.model.config, tensors)
+            adapt_output(model, meta.model.output)
             model.modelpress_label = meta.model.name
         else:
             model = model_from_config(meta.model.name, meta.model.config)

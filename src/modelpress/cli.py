@@ -252,6 +252,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     print(f"report:  {outcome.report_html}  (and {outcome.report_md.name})")
     if outcome.gate_summary:
         print(f"gates:   {outcome.gate_summary} (JUnit: {outcome.junit})")
+    for fail in outcome.failures:  # the run went on without them; say so last, where it is seen
+        print(f"failed:  {fail.label}: {fail.message}", file=sys.stderr)
     print(
         f"wall time {outcome.seconds:.1f} s; stages cached {outcome.cache_hits}, run {outcome.cache_misses}"
     )

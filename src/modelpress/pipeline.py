@@ -1,9 +1,12 @@
 """``modelpress run recipe.yaml``: train -> distill -> prune -> quantize -> build per target ->
 validate -> benchmark -> report -> gate, every stage cached and resumable (see stages.py).
 
-Failure isolation: a target that is unavailable or fails to build becomes a results row with
-its reason and the rest go on; the exit code reflects the gates (0 pass, 1 fail), or 1 when no
-gates are set and nothing at all could be measured.
+Failure isolation: a model whose import, training or pass fails, and a target that is
+unavailable or fails to build, become results rows (status ``failed`` / ``skipped``) with the
+reason, and the rest go on to the report. A pass that fails costs only the model's compressed
+rows: its float baseline is still built and measured. The exit code reflects the gates (0 pass,
+1 fail); it is at least 1 when a model failed (2 when every model failed on the user's input),
+and 1 when no gates are set and nothing at all could be measured.
 
 >>> from modelpress.pipeline import run                                  # doctest: +SKIP
 >>> outcome = run("recipes/digits.yaml")
@@ -40,10 +43,36 @@ class ModelRun:
     chain: list[str] = field(default_factory=list)
     pass_records: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failure: ModelFailure | None = None  # the pass chain failed: its rows are failed records
 
     @property
     def compressed_label(self) -> str:
         return f"{self.label}+{'+'.join(self.chain)}" if self.chain else self.label
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """Why a model (``label``: its results label) got no artifact from ``stage``."""
+
+    label: str
+    stage: str  # import | train | teacher | <pass name>
+    reason: str
+    exit_code: int = 1  # 2: the user's input was wrong (ModelPressError.exit_code)
+
+    @classmethod
+    def of(cls, label: str, stage: str, exc: BaseException, log: Path) -> ModelFailure:
+        """The failure ``exc``; an unexpected one (not a ModelPressError) also leaves its
+        traceback in ``log`` for a bug report."""
+        if isinstance(exc, ModelPressError):
+            return cls(label, stage, one_line(exc) or type(exc).__name__, exc.exit_code)
+        from .exits import write_traceback
+
+        where = write_traceback(exc, lambda: log)
+        return cls(label, stage, f"{type(exc).__name__}: {one_line(exc)} (traceback: {where})")
+
+    @property
+    def message(self) -> str:
+        return f"{self.stage} failed: {self.reason}"
 
 
 @dataclass
@@ -53,6 +82,7 @@ class RunOutcome:
     report_html: Path
     exit_code: int
     models: list[ModelRun]
+    failures: list[ModelFailure] = field(default_factory=list)
     gate_summary: str = ""
     junit: Path | None = None
     seconds: float = 0.0
@@ -229,11 +259,28 @@ class Pipeline:
         base = self.train(label, m.model, m.width, m.options, m.train, m.view)
         data = self.data(base.meta["input_spec"]["kind"])
         run = ModelRun(label=label, family=MODELS[m.model].family, data=data, baseline=base)
-        if m.teacher is not None:
-            run.teacher = self.teacher(label, m)
-        for entry in self.recipe.passes_for(label):
-            self.apply_pass(run, entry)
+        self.run_chain(run, m)
         return run
+
+    def run_chain(self, run: ModelRun, m) -> None:
+        """Teacher and passes of ``run``; a failure becomes ``run.failure`` (its compressed rows
+        fail with the reason) and the float baseline goes on alone."""
+        passes = self.recipe.passes_for(run.label)
+        stage = "teacher"
+        try:
+            if m.teacher is not None:
+                run.teacher = self.teacher(run.label, m)
+            for entry in passes:
+                stage = pass_name(entry)
+                self.apply_pass(run, entry)
+        except Exception as exc:
+            if self.cache.dry:
+                raise  # a readiness probe (run_parallel): the real walk reports it
+            intended = f"{run.label}+{'+'.join(pass_name(e) for e in passes)}"
+            run.failure = ModelFailure.of(intended, stage, exc, self.out / "error.log")
+            run.chain, run.compressed, run.qdq, run.pass_records = [], None, None, []
+            run.notes.append(f"{intended}: {run.failure.message}")
+            self.log(f"  [failed] {intended}: {run.failure.message}")
 
     def teacher(self, label: str, m) -> Artifact:
         t = m.teacher
@@ -256,6 +303,31 @@ class Pipeline:
         ):
             return run.qdq
         return run.compressed
+
+    def family_of(self, label: str) -> str:
+        from .models import MODELS
+
+        m = self.recipe.models[label]
+        return MODELS[m.model].family if m.source == "registry" and m.model in MODELS else "user"
+
+    def failed_records(self, failure: ModelFailure, labels: list[str]) -> list:
+        """Rows for what ``failure`` left unbuilt: ``labels`` x every target and precision."""
+        from .results import Record
+
+        model = failure.label.split("+")[0]
+        return [
+            Record(
+                model=label,
+                family=self.family_of(model),
+                target=target,
+                precision=precision,
+                status="failed",
+                reason=failure.message,
+            )
+            for label in labels
+            for target, section in self.recipe.targets_for(model).items()
+            for precision in section.precisions
+        ]
 
     def variants(self, run: ModelRun) -> list[tuple[str, str]]:
         """(variant, results label) pairs: the float baseline, and the compressed chain if any."""
@@ -302,21 +374,37 @@ def run(
     set_train_threads()
     if use_cache:
         prepare(pipe)
-    models = []
+    models, failures, failed_rows = [], [], []
     for label in recipe.models:
         try:
             models.append(pipe.model(label))
-        except ModelPressError:
-            raise
-        except Exception as exc:
-            raise ModelPressError(f"models.{label}: {type(exc).__name__}: {one_line(exc)}") from exc
-    results = benchmark_all(pipe, models)
+        except Exception as exc:  # the model's own failure: rows that say why, the rest go on
+            stage = "import" if recipe.models[label].source != "registry" else "train"
+            fail = ModelFailure.of(label, stage, exc, out_dir / "error.log")
+            pipe.log(f"  [failed] {label}: {fail.message}")
+            failures.append(fail)
+            passes = recipe.passes_for(label)
+            labels = [label] + ([f"{label}+{'+'.join(map(pass_name, passes))}"] if passes else [])
+            failed_rows += pipe.failed_records(fail, labels)
+    failures += [run.failure for run in models if run.failure is not None]
+    failed_rows += [
+        r
+        for run in models
+        if run.failure
+        for r in pipe.failed_records(run.failure, [run.failure.label])
+    ]
+    results = benchmark_all(pipe, models, failed_rows)
     search = None
     if recipe.search is not None:
         from .search import run_search
 
         search = run_search(pipe, models, ray=ray)
     outcome = finish(pipe, models, results, search)
+    outcome.failures = failures
+    if failures:
+        every_model = len(failures) == len(recipe.models) and not models
+        user_input = all(f.exit_code == 2 for f in failures)
+        outcome.exit_code = max(outcome.exit_code, 2 if every_model and user_input else 1)
     outcome.seconds = time.perf_counter() - start
     outcome.cache_hits, outcome.cache_misses = pipe.cache.hits, pipe.cache.misses
     return outcome

@@ -108,6 +108,7 @@ class ModelSection(_Strict):
     kwargs: dict[str, Any] = {}
     weights: str | None = None  # .safetensors, or .pt loaded with weights_only=True
     onnx: str | None = None  # a ready ONNX file (torch passes are skipped)
+    output: str | int | None = None  # factory model: the logits in its output (key or index)
     input: InputSection | None = None  # required for factory / onnx models
     view: Literal["image", "sequence", "tokens"] | None = None  # the data view to feed it
     width: float = Field(1.0, gt=0.0, le=MAX_WIDTH)
@@ -126,6 +127,8 @@ class ModelSection(_Strict):
             )
         if (self.factory or self.onnx) and self.input is None:
             raise ValueError("a factory: or onnx: model needs input: {kind, shape, dtype}")
+        if self.output is not None and not self.factory:
+            raise ValueError("output: applies to a factory: model (which part of its output)")
         if self.factory and ":" not in self.factory:
             raise ValueError(f"factory {self.factory!r} must look like package.module:function")
         return self

@@ -108,8 +108,8 @@ def print_summary(
     from rich.text import Text
 
     console = console or summary_console()
-    labels = [m.label for m in models] or list(
-        dict.fromkeys(r.model.split("+")[0] for r in results.records)
+    labels = list(  # the run's models in order, then any that failed before they had a run
+        dict.fromkeys([m.label for m in models] + [r.model.split("+")[0] for r in results.records])
     )
     batch = max(results.settings.get("batch_sizes", [1]))
     rows = [
@@ -178,10 +178,13 @@ def _notes(records: Sequence[Record]):
     grid.add_column(overflow="fold")
     for line in unavailable_lines(records):
         grid.add_row("unavailable", Text(line))
-    shown = {(r.target, r.precision, r.reason) for r in records if unavailable_reason(r) is None}
-    for target, precision, why in sorted(shown):
-        if why:
-            grid.add_row("not measured", Text(f"{target} {precision}: {why}"))
+    shown: dict[tuple[str, str, str], list[str]] = {}
+    for r in records:
+        if r.reason and unavailable_reason(r) is None:
+            shown.setdefault((r.target, r.precision, r.reason), []).append(r.model)
+    for (target, precision, why), models in sorted(shown.items()):
+        which = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+        grid.add_row("not measured", Text(f"{target} {precision}: {why} [{which}]"))
     return grid
 
 

@@ -113,9 +113,12 @@ def build_chunks(plans: list[Plan], n: int) -> list[tuple[str, list[Job], str]]:
     return chunks
 
 
-def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
+def benchmark_all(
+    pipe: Pipeline, models: list[ModelRun], failed: list[Record] | None = None
+) -> Results:
     """Build every artifact (a worker per (model, target), several at once: builds do not need
-    the machine to themselves), then measure them one worker at a time (measurements do)."""
+    the machine to themselves), then measure them one worker at a time (measurements do).
+    ``failed``: rows of models that failed before any artifact, reported with the rest."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .bench import collect_environment
@@ -134,7 +137,7 @@ def benchmark_all(pipe: Pipeline, models: list[ModelRun]) -> Results:
         groups = [Group(p.run, p.options, p.ref, p.jobs) for p in mine]
         for p, recs in zip(mine, bench_groups(pipe, target, groups, from_cache=cached)):
             measured[id(p)] = recs
-    records = [r for p in plans for r in (*p.skipped, *measured[id(p)])]
+    records = [r for p in plans for r in (*p.skipped, *measured[id(p)])] + list(failed or [])
     if cached:
         measured = sum(1 for r in records if r.measured_at)
         pipe.log(
