@@ -186,7 +186,11 @@ def test_user_model_end_to_end(tmp_path):
     assert (
         pruned.status == "ok" and pruned.size_bytes < by[("mine", "onnxruntime", "fp32")].size_bytes
     )
-    assert by[("exported", "onnxruntime", "int8")].status == "ok"
+    exported8 = by[("exported", "onnxruntime", "int8")]
+    assert exported8.status == "ok"
+    # its own fp32 run is the float reference: drop and agreement are measured for its int8
+    assert exported8.validation.reference_accuracy == pytest.approx(mine, abs=0.003)
+    assert exported8.validation.agreement is not None
     assert by[("exported", "onnxruntime", "fp32")].validation.accuracy == pytest.approx(
         by[("mine", "onnxruntime", "fp32")].validation.accuracy
     )

@@ -1,6 +1,7 @@
 """Users' models as they write them: every output form, and a failing model that stays with
 its own rows while the others run to the end (issue: your models, your data)."""
 
+import re
 import shutil
 import sys
 import textwrap
@@ -142,3 +143,47 @@ def test_an_adapted_model_keeps_its_class_name_weights_and_copies():
     twin = copy.deepcopy(model)
     x = torch.zeros(2, 1, 8, 8)
     assert torch.equal(twin(x), model(x)) and model(x).shape == (2, 10)
+
+
+def _onnx(path: Path, dims: list, elem: int = 1, inputs: int = 1) -> Path:
+    """A real (tiny) ONNX graph: Flatten -> MatMul, its input dims as given."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    names = [f"x{i}" for i in range(inputs)]
+    nodes = [
+        helper.make_node("Flatten", ["x0"], ["f"]),
+        helper.make_node("MatMul", ["f", "w"], ["y"]),
+    ]
+    w = numpy_helper.from_array(np.zeros((64, 10), np.float32), "w")
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info(n, elem, dims) for n in names],
+        [helper.make_tensor_value_info("y", 1, [dims[0], 10])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "dims, elem, inputs, words",
+    [
+        ([1, 1, 8, 8], 1, 1, "fixed batch dimension 1"),
+        (["batch", 1, 8, 9], 1, 1, "dimension 3: 9 in the file, 8 declared"),
+        (["batch", 64], 1, 1, "means [batch, 1, 8, 8]"),
+        (["batch", 1, 8, 8], 7, 1, "takes int64"),
+        (["batch", 1, 8, 8], 1, 2, "has 2 input(s) ['x0', 'x1']"),
+    ],
+)
+def test_an_onnx_file_is_checked_against_input_before_anything_is_built(
+    tmp_path, dims, elem, inputs, words
+):
+    from modelpress.onnx_inputs import check_onnx_input
+
+    path = _onnx(tmp_path / "m.onnx", dims, elem, inputs)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        check_onnx_input(path, (1, 8, 8), "float32", "models.m.onnx")
+    check_onnx_input(_onnx(tmp_path / "ok.onnx", ["N", 1, 8, "w"]), (1, 8, 8), "float32", "m")

@@ -342,7 +342,8 @@ def summary_line(rec: Record) -> str:
 
 
 def reference_logits(checkpoint: Artifact, out: str | Path) -> Path:
-    """Save the float torch model's logits on its test split to ``out`` (``.npy``, atomic).
+    """Save the float model's logits on its test split to ``out`` (``.npy``, atomic): a torch
+    checkpoint run by torch, or a float ONNX file (a user's own) run by ONNX Runtime.
 
     Runs in this process (it is not measured): the reference for agreement and accuracy drop.
     """
@@ -357,7 +358,8 @@ def reference_logits(checkpoint: Artifact, out: str | Path) -> Path:
     if not cfg:
         raise ConfigError(f"{checkpoint.path} does not record its data set; pass --no-validate")
     data = load_dataset(DataConfig(**cfg))
-    logits = predict_all(get_target("torch").load(checkpoint), data.test.x)
+    runtime = "onnxruntime" if checkpoint.format == "onnx" else "torch"
+    logits = predict_all(get_target(runtime).load(checkpoint), data.test.x)
     buf = io.BytesIO()
     np.save(buf, logits, allow_pickle=False)
     return atomic_write_bytes(out, buf.getvalue())

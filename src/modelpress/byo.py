@@ -8,7 +8,9 @@
   (the view given by ``view:`` or ``input.kind``) and saved as a modelpress checkpoint, after
   which every torch pass and target treats it like a registry model.
 - ``onnx: model.onnx`` goes to the ONNX Runtime and TensorRT targets as it is; torch passes and
-  torch-only targets are skipped with a note.
+  torch-only targets are skipped with a note. Its inputs are checked against ``input:`` first
+  (count, shape, dtype, a dynamic batch axis), and its own fp32 run on ONNX Runtime is the float
+  reference that its int8 artifacts' accuracy drop and agreement are measured against.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
     if not src.is_file():
         raise ConfigError(f"models.{label}.onnx: {src} does not exist")
     check_external_data(src)  # a user's file: its external data must stay beside it
+    from .onnx_inputs import check_onnx_input
+
+    check_onnx_input(src, tuple(m.input.shape), m.input.dtype, f"models.{label}.onnx")
     config = {
         "onnx": sha256_file(src),
         "input": m.input.model_dump(),

@@ -52,10 +52,11 @@ def bench_settings(pipe: Pipeline):
 
 
 def reference(pipe: Pipeline, run: ModelRun) -> Path | None:
-    """The float baseline's test logits (.npy): the reference every artifact is compared to."""
+    """The float baseline's test logits (.npy): the reference every artifact is compared to
+    (a torch checkpoint's own run, or an imported .onnx file's fp32 run on ONNX Runtime)."""
     from .bench import reference_logits
 
-    if run.baseline.format != "torch":
+    if run.baseline.format not in ("torch", "onnx"):
         return None
 
     def build(tmp: Path) -> dict[str, Any]:
