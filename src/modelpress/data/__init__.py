@@ -1,5 +1,10 @@
 """Data sets, loaded from the bundled digits or from local files; never downloaded.
 
+Your own data: ``npz`` (one .npz file of arrays, see :mod:`.npz`), ``image-folder``
+(``<class>/*.png`` folders, see :mod:`.folder`) and ``text`` (CSV/TSV with ``text_column`` /
+``label_column``). Your own preprocessing: ``mean`` / ``std`` (used instead of the train
+statistics, see :mod:`.normalise`), ``channels`` and ``resize``.
+
 >>> from modelpress.data import load_dataset
 >>> bundle = load_dataset("digits", view="sequence")
 >>> bundle.input_spec.shape, bundle.num_classes
@@ -18,6 +23,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .base import DataBundle, InputSpec, Split, calibration_indices
 from .images import IMAGE_VIEWS, apply_preprocessing, build_image_bundle, stratified_split
+from .normalise import CHANNELS, check_user_stats, convert_channels
 
 __all__ = [
     "DATASETS",
@@ -45,6 +51,13 @@ class DataConfig:
     max_len: int = 128  # text: tokens per sample
     vocab_size: int = 20000  # text: words kept, including <pad> and <unk>
     min_freq: int = 1  # text: a word must appear this often in train
+    # images: pixels in [0, 1] -> (x - mean) / std; one number or one per channel; None -> train
+    # statistics. Both or neither.
+    mean: float | tuple[float, ...] | None = None
+    std: float | tuple[float, ...] | None = None
+    channels: int | None = None  # images: 1 (grey) or 3 (RGB); None -> as the data comes
+    text_column: str | None = None  # text: the CSV/TSV header's column with the text
+    label_column: str | None = None  # text: ... and the one with the class labels
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
@@ -66,9 +79,30 @@ class DataConfig:
             raise ConfigError("max_len must be > 0, vocab_size >= 3 and min_freq >= 1")
         if DATASETS[self.name].needs_root and not self.root:
             raise ConfigError(f"dataset {self.name!r} is read from local files: give root=<path>")
+        self._check_user_options("image" in views)
+
+    def _check_user_options(self, images: bool) -> None:
+        given = [k for k in ("mean", "std", "channels") if getattr(self, k) is not None]
+        if given and not images:
+            raise ConfigError(f"{given[0]} applies to image data sets; {self.name} is not one")
+        given = [k for k in ("text_column", "label_column") if getattr(self, k) is not None]
+        if given and self.name != "text":
+            raise ConfigError(f"{given[0]} names a CSV/TSV column of the text data set only")
+        for key in given:
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{key} is a column name of the header, got {value!r}")
+        if self.channels is not None and (
+            isinstance(self.channels, bool) or self.channels not in CHANNELS
+        ):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
+        mean, std = check_user_stats(self.mean, self.std, self.channels)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-like: per-channel tuples as lists, so a dict read back from JSON compares equal."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -86,6 +120,8 @@ def _images(raw: Callable[[DataConfig], tuple]) -> Callable[[DataConfig, str], D
             tx = ty = None
         else:
             x, y, tx, ty, labels = parts
+        x = convert_channels(x, cfg.channels)
+        tx = None if tx is None else convert_channels(tx, cfg.channels)
         return build_image_bundle(
             cfg.name,
             x,
@@ -98,6 +134,8 @@ def _images(raw: Callable[[DataConfig], tuple]) -> Callable[[DataConfig, str], D
             seed=cfg.seed,
             val_fraction=cfg.val_fraction,
             test_fraction=cfg.test_fraction,
+            mean=cfg.mean,
+            std=cfg.std,
         )
 
     return load
@@ -124,10 +162,24 @@ def _idx(fashion: bool) -> Callable[[DataConfig], tuple]:
     return raw
 
 
+def _npz(cfg: DataConfig) -> tuple:
+    from .npz import load_npz_raw
+
+    return load_npz_raw(cfg.root or "")
+
+
+def _image_folder(cfg: DataConfig) -> tuple:
+    from .folder import load_image_folder_raw
+
+    return load_image_folder_raw(cfg.root or "", channels=cfg.channels, resize=cfg.resize)
+
+
 def _text(cfg: DataConfig, view: str) -> DataBundle:
     from .text import Vocabulary, load_text_raw
 
-    tr_labels, tr_texts, te_labels, te_texts = load_text_raw(cfg.root or "")
+    tr_labels, tr_texts, te_labels, te_texts = load_text_raw(
+        cfg.root or "", text_column=cfg.text_column, label_column=cfg.label_column
+    )
     names = sorted(set(tr_labels) | set(te_labels or []))
     if len(names) < 2:
         raise DataError(
@@ -169,6 +221,8 @@ DATASETS: dict[str, DatasetEntry] = {
     "mnist": DatasetEntry(_images(_idx(False)), IMAGE_VIEWS, needs_root=True),
     "fashion-mnist": DatasetEntry(_images(_idx(True)), IMAGE_VIEWS, needs_root=True),
     "text": DatasetEntry(_text, ("tokens",), needs_root=True),
+    "npz": DatasetEntry(_images(_npz), IMAGE_VIEWS, needs_root=True),
+    "image-folder": DatasetEntry(_images(_image_folder), IMAGE_VIEWS, needs_root=True),
 }
 
 

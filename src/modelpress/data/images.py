@@ -1,8 +1,10 @@
 """Image preprocessing shared by the image data sets: split, resize, normalise, view.
 
-Raw images come in as (N, C, H, W) floats in [0, 1]. Statistics are computed on the train split
-only; the same :func:`apply_preprocessing` turns raw images into model inputs at train time and
-at deploy time, driven by the JSON-able dict stored with every checkpoint.
+Raw images come in as (N, C, H, W) floats in [0, 1] (uint8 pixels divided by 255). They are
+resized, then normalised as ``(x - mean) / std`` per channel, like torchvision's ``Normalize``:
+``mean`` / ``std`` are the user's own numbers where the data config gives them, else statistics
+computed on the train split only. The same :func:`apply_preprocessing` turns raw images into model
+inputs at train time and at deploy time, driven by the JSON-able dict stored with every checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .base import DataBundle, InputSpec, Split
+from .normalise import convert_channels, per_channel
 
 IMAGE_VIEWS = ("image", "sequence")
 
@@ -52,10 +55,13 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
 def apply_preprocessing(raw: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
     """Turn raw (N, C, H, W) images in [0, 1] into model inputs as described by ``pre``.
 
-    ``pre`` keys: ``resize`` (int or None), ``mean`` / ``std`` (per channel), ``view``
+    ``pre`` keys: ``channels`` (1 or 3: grey / RGB conversion of other channel counts; absent:
+    as given), ``resize`` (int or None), ``mean`` / ``std`` (per channel), ``view``
     (``image`` -> (N, C, H, W); ``sequence`` -> rows as time steps, (N, H, C*W)).
     """
     x = np.asarray(raw, dtype=np.float32)
+    if pre.get("channels") in (1, 3):
+        x = convert_channels(x, int(pre["channels"]))
     if pre.get("resize"):
         x = resize_images(x, int(pre["resize"]))
     mean = np.asarray(pre["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
@@ -80,8 +86,14 @@ def build_image_bundle(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
 ) -> DataBundle:
-    """Split (when no official test split exists), compute train statistics, apply the view."""
+    """Split (when no official test split exists), normalise, apply the view.
+
+    ``mean`` / ``std``: the user's numbers (one, or one per channel), used instead of the train
+    statistics and saved in ``preprocessing`` so a deployed model sees the same inputs.
+    """
     if view not in IMAGE_VIEWS:
         raise ConfigError(f"view {view!r} is unknown for image data; expected one of {IMAGE_VIEWS}")
     if test_x is None:
@@ -92,16 +104,25 @@ def build_image_bundle(
     val_x, val_y = train_x[held], train_y[held]
     train_x, train_y = train_x[keep], train_y[keep]
 
-    stats_src = resize_images(train_x, resize) if resize else train_x.astype(np.float32)
-    mean = stats_src.mean(axis=(0, 2, 3))
-    std = stats_src.std(axis=(0, 2, 3)) + 1e-6
+    channels = int(train_x.shape[1])
+    if mean is not None and std is not None:
+        mean_c, std_c = per_channel(mean, channels, "mean"), per_channel(std, channels, "std")
+        source = "user"
+    else:
+        stats_src = resize_images(train_x, resize) if resize else train_x.astype(np.float32)
+        mean_c = [float(v) for v in stats_src.mean(axis=(0, 2, 3))]
+        std_c = [float(v) for v in stats_src.std(axis=(0, 2, 3)) + 1e-6]
+        source = "train"
+    lo, hi = float(train_x.min()), float(train_x.max())
     pre = {
         "dataset": name,
         "view": view,
         "resize": resize,
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "input_range": [0.0, 1.0],
+        "channels": channels,
+        "mean": mean_c,
+        "std": std_c,
+        "normalisation": source,  # user: the data config's mean/std; train: train statistics
+        "input_range": [0.0, 1.0] if lo >= 0.0 and hi <= 1.0 else [lo, hi],
         "layout": "NCHW",
     }
     splits = [

@@ -5,7 +5,8 @@ deployed artifact tokenises exactly as training did.
 
 Accepted layouts for ``root``:
 - ``reviews.csv`` / ``reviews.tsv``: one file, columns ``label`` and ``text`` (header row
-  optional: without it the first column is the label and the second the text);
+  optional: without it the first column is the label and the second the text), or any header
+  with the columns named by ``text_column`` / ``label_column`` (see :mod:`.columns`);
 - a folder with ``train.csv`` (or ``.tsv``) and optionally ``test.csv``;
 - an aclImdb-style folder: ``train/<class>/*.txt`` and ``test/<class>/*.txt`` (``unsup`` is ignored).
 """
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .columns import check_labels_are_labels, pick_columns
 
 PAD, UNK = "<pad>", "<unk>"
 _TOKEN = re.compile(r"[a-z0-9']+")
@@ -39,7 +41,7 @@ class Vocabulary:
 
     >>> v = Vocabulary.fit(["a good film", "a bad film"], max_size=10)
     >>> v.encode("a good plot", max_len=4).tolist()
-    [2, 4, 1, 0]
+    [2, 5, 1, 0]
     """
 
     def __init__(self, words: list[str]):
@@ -93,7 +95,9 @@ def _decode(path: Path) -> str:
     )
 
 
-def _read_table(path: Path) -> tuple[list[str], list[str]]:
+def _read_table(
+    path: Path, text_column: str | None = None, label_column: str | None = None
+) -> tuple[list[str], list[str]]:
     delim = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delim)
     rows: list[tuple[int, list[str]]] = []  # (line the row ends on, cells)
@@ -105,11 +109,9 @@ def _read_table(path: Path) -> tuple[list[str], list[str]]:
         ) from exc
     if not rows:
         raise DataError(f"{path} is empty; expected rows of label,text")
-    head = [c.strip().lower() for c in rows[0][1]]
-    if "label" in head and "text" in head:
-        li, ti, rows = head.index("label"), head.index("text"), rows[1:]
-    else:
-        li, ti = 0, 1
+    li, ti, has_header = pick_columns(path, [r for _, r in rows], text_column, label_column)
+    first = rows[0][1]
+    rows = rows[1:] if has_header else rows
     if not rows:
         raise DataError(f"{path} has a header and no rows; expected rows of label,text")
     for k, (line, r) in enumerate(rows, start=1):
@@ -119,7 +121,9 @@ def _read_table(path: Path) -> tuple[list[str], list[str]]:
             )
         if not r[li].strip():
             raise DataError(f"{path}:{line}: row {k} has an empty label; give every row a label")
-    return [r[li].strip() for _, r in rows], [r[ti] for _, r in rows]
+    labels = [r[li].strip() for _, r in rows]
+    check_labels_are_labels(path, labels, first if has_header else None, first, li)
+    return labels, [r[ti] for _, r in rows]
 
 
 def _read_folder_split(folder: Path) -> tuple[list[str], list[str]]:
@@ -133,11 +137,15 @@ def _read_folder_split(folder: Path) -> tuple[list[str], list[str]]:
     return labels, texts
 
 
-def load_text_raw(root: str | Path):
-    """(train_labels, train_texts, test_labels | None, test_texts | None) from ``root``."""
+def load_text_raw(
+    root: str | Path, text_column: str | None = None, label_column: str | None = None
+):
+    """(train_labels, train_texts, test_labels | None, test_texts | None) from ``root``;
+    ``text_column`` / ``label_column`` name the CSV/TSV header's columns."""
     root = Path(root)
+    cols = {"text_column": text_column, "label_column": label_column}
     if root.is_file():
-        return (*_read_table(root), None, None)
+        return (*_read_table(root, **cols), None, None)
     if not root.is_dir():
         raise DataError(
             f"text data {root} does not exist: give a .csv/.tsv file or an aclImdb-style folder"
@@ -145,9 +153,14 @@ def load_text_raw(root: str | Path):
     for ext in (".csv", ".tsv"):
         if (root / f"train{ext}").is_file():
             test = root / f"test{ext}"
-            test_part = _read_table(test) if test.is_file() else (None, None)
-            return (*_read_table(root / f"train{ext}"), *test_part)
+            test_part = _read_table(test, **cols) if test.is_file() else (None, None)
+            return (*_read_table(root / f"train{ext}", **cols), *test_part)
     if (root / "train").is_dir():
+        if text_column or label_column:
+            raise DataError(
+                f"{root} is a train/<class>/*.txt folder, which has no columns; remove "
+                "text_column: / label_column: (they name the columns of a CSV/TSV file)"
+            )
         test_part = _read_folder_split(root / "test") if (root / "test").is_dir() else (None, None)
         return (*_read_folder_split(root / "train"), *test_part)
     raise DataError(f"{root} holds no train.csv/train.tsv and no train/<class>/ folders")
