@@ -24,13 +24,15 @@ DEFAULT_VIEWS = {"image": "image", "sequence": "sequence", "tokens": "tokens"}
 
 
 def train_config_for(name: str, **overrides: Any) -> TrainConfig:
-    """The model's recommended TrainConfig with ``overrides`` (None values ignored) on top."""
+    """The model's recommended TrainConfig with ``overrides`` (None values ignored) on top; a
+    user's (factory) model has no recommendation: TrainConfig's defaults."""
     valid = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ConfigError(f"unknown training option(s) {unknown}; valid: {sorted(valid)}")
+    defaults = MODELS[name].train_defaults if name in MODELS else {}  # a user's model: none
     values = {
-        **get_entry(name).train_defaults,
+        **defaults,
         **{k: v for k, v in overrides.items() if v is not None},
     }
     return TrainConfig(**values)

@@ -2,9 +2,10 @@
 
 - ``factory: package.module:function`` (+ ``kwargs``) builds the nn.Module; ``weights`` is a
   ``.safetensors`` state dict or a ``.pt`` file read with ``torch.load(weights_only=True)``;
-  ``input`` says what one sample looks like. The recipe's folder is appended to ``sys.path``
-  (after the installed packages, which it cannot shadow) so a factory module kept beside the
-  recipe imports. The model is validated on the recipe's data
+  ``input`` says what one sample looks like (``names: [input_ids, attention_mask]`` for a model
+  that takes inputs derived from the data's array, see :mod:`.feeds`). The recipe's folder is
+  appended to ``sys.path`` (after the installed packages, which it cannot shadow) so a factory
+  module kept beside the recipe imports. The model is validated on the recipe's data
   (the view given by ``view:`` or ``input.kind``) and saved as a modelpress checkpoint, after
   which every torch pass and target treats it like a registry model.
 - ``onnx: model.onnx`` goes to the ONNX Runtime and TensorRT targets as it is; torch passes and
@@ -15,13 +16,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .artifact import Artifact
-from .data.base import InputSpec
+from .data.base import DataBundle, InputSpec
 from .errors import ConfigError
 from .fsutil import sha256_file
 from .stages import artifact_from_manifest, artifact_to_manifest
@@ -58,7 +60,17 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _spec(m: ModelSection) -> InputSpec:
-    return InputSpec(kind=m.input.kind, shape=tuple(m.input.shape), dtype=m.input.dtype)
+    return InputSpec(
+        kind=m.input.kind, shape=tuple(m.input.shape), dtype=m.input.dtype, names=m.input.names
+    )
+
+
+def _named(data: DataBundle, names: tuple[str, ...]) -> DataBundle:
+    """``data`` whose input spec carries the model's input names (saved with its checkpoints,
+    read by every export and runtime); the splits are shared, not copied."""
+    if not names:
+        return data
+    return dataclasses.replace(data, input_spec=dataclasses.replace(data.input_spec, names=names))
 
 
 def _resolve(pipe: Pipeline, value: str) -> Path:
@@ -76,6 +88,7 @@ def import_model(pipe: Pipeline, label: str, m: ModelSection) -> ModelRun:
             f"models.{label}.input shape {list(spec.shape)} does not match the data's "
             f"{data.input_spec.kind} view {list(data.input_spec.shape)}; fix input: or data: (resize:)"
         )
+    data = _named(data, spec.names)
     if m.onnx:
         run = ModelRun(
             label=label, family="user", data=data, baseline=_import_onnx(pipe, label, m, data)
@@ -104,7 +117,7 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
         "factory": m.factory,
         "kwargs": m.kwargs,
         "output": m.output,
-        "input": m.input.model_dump(),
+        "input": m.input.config(),
         "weights": sha256_file(weights) if weights else None,
         "data": data.preprocessing.get("data_config"),
     }
@@ -121,6 +134,7 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
                     f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
                 )
         model.eval()
+        adapt_output(model, None, data.input_spec.names)  # model(x) feeds the derived inputs
         try:
             with torch.no_grad():
                 raw = model(torch.as_tensor(data.test.x[:2]))
@@ -133,7 +147,7 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
             out = pick_logits(raw, output)
         except ConfigError as exc:
             raise ConfigError(f"models.{label}: {exc}") from exc
-        adapt_output(model, output)  # from here on it returns the logits tensor itself
+        adapt_output(model, output, data.input_spec.names)  # from here on: the logits tensor
         if tuple(out.shape) != (2, data.num_classes):
             raise ConfigError(
                 f"models.{label} returns {tuple(out.shape)} for a batch of 2; expected "
@@ -153,6 +167,17 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
     return artifact_from_manifest(manifest["artifact"], folder_)
 
 
+def _check_onnx_names(src: Path, names: tuple[str, ...], where: str) -> None:
+    from .onnx_inputs import graph_inputs
+
+    given = [name for name, _, _ in graph_inputs(src)]
+    if names and sorted(given) != sorted(names):
+        raise ConfigError(
+            f"{where}: {src.name} has inputs {given} but input.names declares {list(names)}; "
+            "name the inputs as the file does"
+        )
+
+
 def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
     from .export import check_external_data, copy_onnx, onnx_files, write_onnx_meta
 
@@ -162,10 +187,13 @@ def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
     check_external_data(src)  # a user's file: its external data must stay beside it
     from .onnx_inputs import check_onnx_input
 
-    check_onnx_input(src, tuple(m.input.shape), m.input.dtype, f"models.{label}.onnx")
+    names = tuple(m.input.names)
+    where = f"models.{label}.onnx"
+    check_onnx_input(src, tuple(m.input.shape), m.input.dtype, where, count=max(1, len(names)))
+    _check_onnx_names(src, names, where)
     config = {
         "onnx": sha256_file(src),
-        "input": m.input.model_dump(),
+        "input": m.input.config(),
         "data": data.preprocessing.get("data_config"),
     }
     meta = {

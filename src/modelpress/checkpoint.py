@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 from torch import nn
 
 from . import __version__
@@ -35,12 +35,22 @@ VERSION = 1
 META_KEY = "modelpress"
 
 
+class StructureRef(BaseModel):
+    """How a pruned factory model differs from what its factory builds, beyond tensor shapes
+    (applied by factory.load_trusted): swapped attention modules, head counts."""
+
+    model_config = ConfigDict(extra="forbid")
+    swapped: list[str] = []  # nn.MultiheadAttention -> models.std_attention replacement
+    attrs: dict[str, dict[str, StrictInt]] = {}  # module name -> integer attributes to set
+
+
 class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str  # registry name, or the user's label for a factory model
     config: dict[str, Any]  # registry config, or the factory's keyword arguments
     factory: str | None = None  # "package.module:function" for a user's model (see factory.py)
     output: str | None = None  # which part of a factory model's output is the logits (model_io)
+    structure: StructureRef | None = None  # a pruned factory model's attention structure
 
 
 class CheckpointMeta(BaseModel):
@@ -90,7 +100,7 @@ def _digest(meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> str:
     exclude: dict[str, Any] = {"digest": True}
     if meta.dtype == "float32":
         exclude["dtype"] = True
-    late = {"factory", "output"}  # joined the schema later: left out while unset
+    late = {"factory", "output", "structure"}  # joined the schema later: left out while unset
     unset = {k: True for k in late if getattr(meta.model, k) is None}
     if unset:
         exclude["model"] = unset
@@ -174,7 +184,10 @@ def model_ref(model: nn.Module) -> ModelRef:
         from .model_io import output_of
 
         label = getattr(model, "modelpress_label", path.rpartition(":")[2])
-        return ModelRef(name=label, config=kwargs, factory=path, output=output_of(model))
+        structure = getattr(model, "modelpress_structure", None)  # set by compress.prune
+        return ModelRef(
+            name=label, config=kwargs, factory=path, output=output_of(model), structure=structure
+        )
     raise ConfigError(
         f"{type(model).__name__} is neither a registry model (create_model()) nor a factory model "
         "(modelpress.factory.build_from_factory()); modelpress cannot rebuild it from a checkpoint"
@@ -311,8 +324,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             from .factory import load_trusted
             from .model_io import adapt_output
 
-            model = load_trusted(meta.model.factory, meta.model.config, tensors)
-            adapt_output(model, meta.model.output)
+            structure = meta.model.structure and meta.model.structure.model_dump()
+            model = load_trusted(meta.model.factory, meta.model.config, tensors, structure)
+            adapt_output(model, meta.model.output, InputSpec.from_dict(meta.input_spec).names)
             model.modelpress_label = meta.model.name
         else:
             model = model_from_config(meta.model.name, meta.model.config)

@@ -1,6 +1,10 @@
 """Export a torch model to ONNX (``torch.onnx.export(..., dynamo=True)``) with a dynamic batch
 dimension and the artifact's metadata embedded in ``metadata_props``.
 
+A model with named inputs (``InputSpec.names``, e.g. ``input_ids`` + ``attention_mask``) gets one
+graph input per name, each with a dynamic batch axis and, for tokens, a dynamic sequence axis
+(up to the spec's length); otherwise the graph has the one input ``input``.
+
 Small models are written as one self-contained ``.onnx`` file; models whose weights approach
 protobuf's 2 GiB limit keep them in an external ``<name>.onnx.data`` file, which the returned
 artifact lists (and counts in its size).
@@ -50,6 +54,50 @@ def example_batch(spec: InputSpec, batch: int = 2) -> torch.Tensor:
     if spec.dtype == "int64":
         return torch.ones((batch, *spec.shape), dtype=torch.int64)
     return torch.zeros((batch, *spec.shape), dtype=torch.float32)
+
+
+def example_inputs(
+    model: nn.Module, spec: InputSpec, x: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """(args, kwargs) that call ``model`` on the batch ``x`` with every input of ``spec``: the
+    data's array positionally, the derived inputs (:mod:`modelpress.feeds`) that its forward
+    takes as keywords, in the order of its parameters (the order exporters lay graph inputs
+    out in). A wrapper whose forward takes ``x`` alone derives the others itself."""
+    import inspect
+
+    from .feeds import torch_kwargs
+
+    params = inspect.signature(model.forward).parameters
+    order = list(params)
+    anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in torch_kwargs(x, spec.names).items() if anything or k in params}
+    rank = {name: order.index(name) if name in order else len(order) for name in kwargs}
+    return (x,), {name: kwargs[name] for name in sorted(kwargs, key=rank.__getitem__)}
+
+
+def dynamic_shapes(
+    model: nn.Module,
+    spec: InputSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    batch: Any,
+    seq: Any = None,
+) -> Any:
+    """``torch.export`` dynamic shapes: ``batch`` on axis 0 of every input, and ``seq`` on axis 1
+    of token inputs (when given); keyed by the forward's parameter names when there are
+    keyword inputs, as ``torch.export`` binds them."""
+    import inspect
+
+    axes = {0: batch, 1: seq} if seq is not None and spec.kind == "tokens" else {0: batch}
+    if not kwargs:
+        return tuple(axes for _ in args)
+    bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+    return {name: axes for name in bound}
+
+
+def _input_names(spec: InputSpec, kwargs: dict[str, Any]) -> list[str]:
+    """The graph's input names, in the order of the inputs (:func:`example_inputs`)."""
+    return [spec.names[0], *kwargs] if spec.names else ["input"]
 
 
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:
@@ -209,13 +257,20 @@ def export_onnx(
     opset: int | None = None,
     parent_id: str = "",
 ) -> Artifact:
-    """Export ``model`` (eval mode) to ``dest`` atomically, batch dimension dynamic."""
+    """Export ``model`` (eval mode) to ``dest`` atomically, batch dimension dynamic (and the
+    sequence dimension of named token inputs)."""
     import torch
 
     dest = Path(dest)
     model = model.eval()
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     batch = torch.export.Dim("batch", min=1, max=65536)
+    args, kwargs = example_inputs(model, spec, example_batch(spec))
+    # a graph captured at the spec's length (a QAT wrapper taking x alone) keeps that length
+    every = bool(spec.names) and len(kwargs) == len(spec.names) - 1
+    long = every and spec.kind == "tokens" and spec.shape[0] > 2
+    seq = torch.export.Dim("seq", min=1, max=spec.shape[0]) if long else None
+    shapes = dynamic_shapes(model, spec, args, kwargs, batch, seq)
     with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
         out = Path(tmp) / dest.name
         try:
@@ -223,13 +278,14 @@ def export_onnx(
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model,
-                    (example_batch(spec),),
+                    args,
                     str(out),
+                    kwargs=kwargs or None,
                     dynamo=True,
                     verbose=False,
-                    input_names=["input"],
+                    input_names=_input_names(spec, kwargs),
                     output_names=["logits"],
-                    dynamic_shapes=({0: batch},),
+                    dynamic_shapes=shapes,
                     external_data=nbytes > EXTERNAL_DATA_BYTES,
                     opset_version=opset,
                 )

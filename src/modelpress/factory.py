@@ -8,7 +8,8 @@ names, since the recipe is the user's own file.
 
 After structured pruning the factory builds the original widths; :func:`fit_to_weights` resizes
 standard layers (conv, linear, norms, embeddings, GRU/LSTM, bare parameters) to the saved
-tensors' shapes before the weights are loaded.
+tensors' shapes before the weights are loaded; what shapes do not say (``nn.MultiheadAttention``
+swapped for its prunable replacement, head counts) comes from the checkpoint's structure record.
 
 >>> from modelpress.factory import allow_factory                  # doctest: +SKIP
 >>> allow_factory("mypkg.nets:build_model")
@@ -89,16 +90,51 @@ def build_from_factory(path: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
-def load_trusted(path: str, kwargs: dict[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """Rebuild a factory model for a checkpoint, resized to its tensors (after pruning)."""
+def load_trusted(
+    path: str,
+    kwargs: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    structure: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Rebuild a factory model for a checkpoint, resized to its tensors (after pruning); a
+    ``structure`` record (checkpoint.StructureRef) swaps ``nn.MultiheadAttention`` modules for
+    the prunable replacement first and sets head counts after."""
     if path not in _TRUSTED:
         raise CheckpointError(
             f"the checkpoint's model comes from factory {path}; importing it runs code, so trust it "
             f"first: modelpress.factory.allow_factory({path!r})"
         )
     model = build_from_factory(path, kwargs)
+    if structure:
+        from .models.std_attention import swap_at
+
+        swap_at(model, list(structure.get("swapped", [])))
     fit_to_weights(model, tensors)
+    if structure:
+        set_int_attrs(model, structure.get("attrs", {}))
+        model.modelpress_structure = structure  # saved again with the model
     return model
+
+
+def set_int_attrs(model: nn.Module, attrs: dict[str, dict[str, int]]) -> None:
+    """Set saved integer attributes (head counts, widths derived from them) on named modules:
+    only public integer attributes that the rebuilt module already has."""
+    for name, values in attrs.items():
+        try:
+            m = model.get_submodule(name)
+        except AttributeError as exc:
+            raise ConfigError(
+                f"saved module {name!r} is not in the rebuilt model; rebuild with the factory "
+                "and arguments that made the checkpoint"
+            ) from exc
+        for attr, value in values.items():
+            old = getattr(m, attr, None)
+            if attr.startswith("_") or type(old) is not int or type(value) is not int:
+                raise ConfigError(
+                    f"saved attribute {name}.{attr}={value!r} does not fit the rebuilt "
+                    f"{type(m).__name__} (it has {old!r}); rebuild with the factory that made it"
+                )
+            setattr(m, attr, value)
 
 
 def _new_param(like: torch.Tensor | None, shape: torch.Size) -> nn.Parameter | None:

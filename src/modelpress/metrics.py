@@ -48,6 +48,7 @@ def _rnn_macs(m: nn.RNNBase, x: torch.Tensor) -> int:
 
 def _module_macs(m: nn.Module, inputs: tuple, output) -> int:
     from .models.attention import MultiHeadSelfAttention
+    from .models.std_attention import PrunableMultiheadAttention
 
     out = output[0] if isinstance(output, tuple) else output
     if isinstance(m, nn.modules.conv._ConvNd):
@@ -59,6 +60,11 @@ def _module_macs(m: nn.Module, inputs: tuple, output) -> int:
     if isinstance(m, MultiHeadSelfAttention):  # qkv / proj are Linear children, counted there
         b, t, _ = inputs[0].shape
         return 2 * b * m.num_heads * t * t * m.head_dim
+    if isinstance(m, PrunableMultiheadAttention):  # q/k/v/out are Linear children, counted there
+        q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
+        lq, lk = (q.shape[-2], k.shape[-2]) if m.batch_first or q.dim() == 2 else (len(q), len(k))
+        b = 1 if q.dim() == 2 else q.shape[0 if m.batch_first else 1]
+        return 2 * b * m.num_heads * lq * lk * m.head_dim
     if isinstance(m, nn.MultiheadAttention):  # its projections run inside F.*, not as children
         q = inputs[0]
         t, e = (q.shape[1], q.shape[2]) if m.batch_first else (q.shape[0], q.shape[2])

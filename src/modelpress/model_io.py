@@ -1,5 +1,10 @@
 """A user's model as modelpress calls it: one input tensor in, one logits tensor out.
 
+A model that takes more inputs than the data's array (``input_ids`` + ``attention_mask``) is
+adapted so that ``model(x)`` derives the others from ``x`` (:mod:`modelpress.feeds`) and passes
+them as keywords; the input names are saved in the checkpoint's input spec and applied again on
+load.
+
 Models people ship return more than a tensor: a tuple or list (logits first), a dict, or a
 ``transformers`` ``ModelOutput`` (``.logits``). :func:`pick_logits` takes the logits from any of
 those; :func:`adapt_output` makes a model return them, so every pass, export and runtime sees
@@ -19,7 +24,8 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -84,27 +90,65 @@ def pick_logits(out: Any, output: str | None) -> torch.Tensor:
     return picked
 
 
-def adapt_output(model: nn.Module, output: str | None) -> nn.Module:
-    """Make ``model`` (in place) return ``pick_logits(forward(...), output)``; ``None``: as is."""
-    if output is None:
-        return model
+def adapt_output(model: nn.Module, output: str | None, inputs: Sequence[str] = ()) -> nn.Module:
+    """Make ``model`` (in place) return ``pick_logits(forward(...), output)``; ``None``: as is.
+
+    ``inputs`` (an input spec's names, e.g. ``("input_ids", "attention_mask")``): ``model(x)``
+    also passes every derived input (each name after the first, :mod:`modelpress.feeds`) that
+    the call does not give, as a keyword, so code that calls ``model(x)`` feeds them all.
+    """
+    inputs = tuple(inputs)
     base = type(model)
     if getattr(base, _ADAPTED, None) is not None:  # adapted before: adapt its original class
         base = base.__mro__[1]
+    if output is None and len(inputs) < 2:
+        model.__class__ = base
+        return model
+    derived = inputs[1:]
 
     @functools.wraps(base.forward)  # its signature too: export maps inputs by parameter name
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return pick_logits(base.forward(self, *args, **kwargs), output)
+        if derived and args:
+            from .feeds import derive_torch
 
+            for name in derived:
+                if name not in kwargs:
+                    kwargs[name] = derive_torch(name, args[0])
+        out = base.forward(self, *args, **kwargs)
+        return out if output is None else pick_logits(out, output)
+
+    if derived:  # callers (torch.export included) may give x alone: the derived are optional
+        forward.__signature__ = _optional(inspect.signature(base.forward), derived)
     adapted = type(
         base.__name__,
         (base,),
-        {"forward": forward, _ADAPTED: output, "__module__": base.__module__},
+        {
+            "forward": forward,
+            _ADAPTED: (output, inputs),
+            "__module__": base.__module__,
+        },
     )
     model.__class__ = adapted
     return model
 
 
+def _optional(sig: inspect.Signature, names: tuple[str, ...]) -> inspect.Signature:
+    """``sig`` with the parameters ``names`` defaulting to None (as is where it cannot)."""
+    params = [
+        p.replace(default=None) if p.name in names and p.default is p.empty else p
+        for p in sig.parameters.values()
+    ]
+    try:
+        return sig.replace(parameters=params)
+    except ValueError:  # a required parameter after them: keep the signature as it is
+        return sig
+
+
 def output_of(model: nn.Module) -> str | None:
     """The ``output`` a model was adapted with (None: it returns its logits itself)."""
-    return getattr(type(model), _ADAPTED, None)
+    return getattr(type(model), _ADAPTED, (None, ()))[0]
+
+
+def inputs_of(model: nn.Module) -> tuple[str, ...]:
+    """The input names a model was adapted with (empty: it takes one tensor)."""
+    return getattr(type(model), _ADAPTED, (None, ()))[1]

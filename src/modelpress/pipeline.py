@@ -326,6 +326,7 @@ class Pipeline:
             )
             for label in labels
             for target, section in self.recipe.targets_for(model).items()
+            if ("baseline" if label == model else "compressed") in section.variants
             for precision in section.precisions
         ]
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, one_line
+from .feeds import names_problem
 from .userinput import (
     NAME_RULE,
     first_bad_number,
@@ -56,6 +57,8 @@ class InputSection(_Strict):
     kind: Literal["image", "sequence", "tokens"]
     shape: list[int] = Field(min_length=1, max_length=4)
     dtype: Literal["float32", "int64"] = "float32"
+    # the model's inputs: the data's array first, then inputs derived from it (feeds.py)
+    names: list[str] = Field([], max_length=8)
 
     @field_validator("shape")
     @classmethod
@@ -63,6 +66,17 @@ class InputSection(_Strict):
         if any(d < 1 for d in v):
             raise ValueError(f"every dimension of one sample is >= 1, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _derivable(self) -> InputSection:
+        problem = names_problem(self.names, self.kind)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """As a cache key: ``names`` only when given (keys of one-input models do not change)."""
+        return self.model_dump(exclude=set() if self.names else {"names"})
 
 
 class TeacherSection(_Strict):
@@ -84,16 +98,22 @@ class TeacherSection(_Strict):
 class TargetSection(_Strict):
     precisions: list[str] = Field(["fp32"], min_length=1)
     options: dict[str, Any] = {}  # the target's config (threads, calibration, ...)
+    # which of a model's artifacts this target builds: its float baseline, its compressed chain
+    variants: list[Literal["baseline", "compressed"]] = Field(
+        ["baseline", "compressed"], min_length=1
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _flat_options(cls, data: Any) -> Any:
         """Allow target options next to precisions: {precisions: [...], threads: 2}."""
         if isinstance(data, dict):
-            opts = {k: v for k, v in data.items() if k not in ("precisions", "options")}
+            own = ("precisions", "options", "variants")
+            opts = {k: v for k, v in data.items() if k not in own}
             nested = data.get("options", {})
             if opts and isinstance(nested, dict):
                 data = {
+                    **{k: data[k] for k in own if k in data},
                     "precisions": data.get("precisions", ["fp32"]),
                     "options": {**nested, **opts},
                 }

@@ -30,12 +30,25 @@ if TYPE_CHECKING:
 
 
 def jobs_for(
-    pipe: Pipeline, run: ModelRun, target: str, precisions: list[str]
+    pipe: Pipeline,
+    run: ModelRun,
+    target: str,
+    precisions: list[str],
+    variants: list[str] | None = None,
 ) -> tuple[list[Job], list[Record]]:
+    """The (variant x precision) builds of ``run`` on ``target``; ``variants``: which of its
+    artifacts the target builds (default both: the float baseline and the compressed chain)."""
     jobs, skipped = [], []
     for precision in precisions:
         for variant, label in pipe.variants(run):
+            if variants is not None and variant not in variants:
+                continue
             src = pipe.source_for(run, variant, target, precision)
+            if src is None:  # the chain's only output is qat's QDQ graph
+                why = "the chain ends in qat's QDQ ONNX graph: onnxruntime qdq, tensorrt int8 build it"
+                info = {"status": "skipped", "reason": why}
+                skipped.append(failed_record(run, label, target, precision, info))
+                continue
             if src.format == "onnx" and target in ("torch", "litert"):
                 why = f"{target} builds from a torch checkpoint; this model is an ONNX file"
                 skipped.append(
@@ -78,7 +91,7 @@ def plan_all(pipe: Pipeline, models: list[ModelRun]) -> list[Plan]:
     for run in models:
         ref = reference(pipe, run)
         for target, section in pipe.recipe.targets_for(run.label).items():
-            jobs, skipped = jobs_for(pipe, run, target, section.precisions)
+            jobs, skipped = jobs_for(pipe, run, target, section.precisions, section.variants)
             for job in jobs:
                 job.options = section.options
             if target not in absent:

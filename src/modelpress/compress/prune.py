@@ -25,6 +25,7 @@ from ..artifact import Artifact
 from ..data.base import DataBundle
 from ..errors import BuildError, ConfigError, one_line
 from ..metrics import count_macs, count_params
+from .attention_adapters import remember_structure, swap_for_pruning
 from .base import (
     PassContext,
     PassRecord,
@@ -191,7 +192,7 @@ def apply_plan(st: Structure, plan: dict[str, list[int]]) -> None:
         if not idxs:
             continue
         if s.kind == "heads":
-            prune_heads(s.module, idxs)
+            prune_heads(s.attention or s.module, idxs)
             continue
         group = st.dg.get_pruning_group(s.module, s.fn, idxs)
         if not st.dg.check_pruning_group(group):
@@ -313,7 +314,9 @@ def prune_model(
     """Prune ``model`` in place (any ``nn.Module``) and return what was done.
 
     ``data`` is needed for Taylor importance and for recovery; ``teacher`` (default: a copy of
-    the unpruned model) for ``recovery="kd"``.
+    the unpruned model) for ``recovery="kd"``. Every ``nn.MultiheadAttention`` is first replaced
+    by :class:`~modelpress.models.std_attention.PrunableMultiheadAttention` (same outputs; the
+    notes name them) so that its heads can go; the model remembers it for its checkpoint.
 
     >>> cfg = PruneConfig(ratio=0.3, recovery="none")
     >>> outcome = prune_model(model, torch.zeros(2, 1, 8, 8), cfg)           # doctest: +SKIP
@@ -324,10 +327,11 @@ def prune_model(
             "or use recovery='none' with a magnitude importance"
         )
     example = torch.as_tensor(example_inputs)
+    swapped, swap_notes = swap_for_pruning(model)  # stock attention cannot lose heads
     before = {"params": count_params(model), "macs": count_macs(model, example)}
     if cfg.recovery == "kd" and teacher is None:
         teacher = copy.deepcopy(model).eval()
-    run = _Run(before=before)
+    run = _Run(before=before, notes=swap_notes)
     steps = []
     for step in range(1, cfg.iterative_steps + 1):
         _step(model, example, cfg, data, run, step)
@@ -337,6 +341,7 @@ def prune_model(
             record["val_accuracy"] = _recover(model, data, cfg, teacher, seed, progress)
         steps.append(record)
     after = {"params": count_params(model), "macs": count_macs(model, example)}
+    remember_structure(model, swapped)
     if after["params"] == before["params"]:
         raise ConfigError(
             f"pruning removed nothing at ratio {run.ratio:.3g}: every set rounds to its full "

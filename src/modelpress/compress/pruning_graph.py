@@ -24,7 +24,8 @@ from torch import nn
 
 from ..errors import BuildError, ConfigError
 from ..models.attention import MultiHeadSelfAttention
-from .attention_pruning import AttentionPruner, channel_specs, head_specs
+from .attention_adapters import Attention, find_attention, unfit_attention
+from .attention_pruning import AttentionPruner, attention_box_hook, channel_specs, head_specs
 from .rnn_pruning import RNN_TYPES, RNNUnitPruner, Spec, box_hook, trace_hooks, unit_specs
 
 _CONV = nn.modules.conv._ConvNd
@@ -46,6 +47,7 @@ class UnitSet:
     step: int = 1  # kept count is rounded to a multiple of this (round_to, channels only)
     group: Any = None  # the Torch-Pruning group (channels), for scoring
     fn: Callable | None = None  # its root pruning function
+    attention: Attention | None = None  # the attention module (heads)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Structure:
     dg: Any  # torch_pruning.DependencyGraph
     sets: list[UnitSet]
     notes: list[str] = field(default_factory=list)
+    attention: dict[nn.Module, Attention] = field(default_factory=dict)
 
 
 class _FrozenPruner:
@@ -111,19 +114,36 @@ def _unwrapped(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
     return out
 
 
-def _trace(model: nn.Module, example: torch.Tensor, frozen: dict[nn.Module, str]):
+def _box(m: nn.Module, bound: dict[nn.Module, Attention], frozen: dict[nn.Module, str]):
+    """The tracing hook of an attention module or a frozen layer (None: traced as usual)."""
+    if m in bound:
+        a = bound[m]
+        return attention_box_hook(a.kind.positional, lambda: setattr(a, "cross", True))
+    if isinstance(m, nn.MultiheadAttention) or (m in frozen and any(True for _ in m.children())):
+        return attention_box_hook(3 if isinstance(m, nn.MultiheadAttention) else 1)
+    return None
+
+
+def _trace(
+    model: nn.Module,
+    example: torch.Tensor,
+    frozen: dict[nn.Module, str],
+    bound: dict[nn.Module, Attention],
+):
     import torch_pruning as tp
 
     pruners: dict[Any, Any] = {t: RNNUnitPruner() for t in RNN_TYPES}
-    pruners[MultiHeadSelfAttention] = AttentionPruner()
-    pruners.update({type(m): _FrozenPruner() for m in frozen})
+    pruners.update({type(m): AttentionPruner(bound) for m in bound})
+    pruners.update({type(m): _FrozenPruner() for m in frozen if type(m) not in pruners})
     handles, afters = [], []
     for m in model.modules():
         if isinstance(m, RNN_TYPES):
             before, after = trace_hooks(m)
             handles.append(m.register_forward_hook(before))
             afters.append((m, after))
-        elif isinstance(m, MultiHeadSelfAttention) or m in frozen:
+        elif (hook := _box(m, bound, frozen)) is not None:
+            handles.append(m.register_forward_hook(hook, with_kwargs=True))
+        elif m in frozen:
             handles.append(m.register_forward_hook(box_hook))
 
     def forward_fn(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +172,9 @@ def _trace(model: nn.Module, example: torch.Tensor, frozen: dict[nn.Module, str]
         model.train(was_training)
 
 
-def _why_kept(group, dg, frozen: dict[nn.Module, str], ignored: set[int]) -> str | None:
+def _why_kept(
+    group, dg, frozen: dict[nn.Module, str], ignored: set[int], why: dict[nn.Module, str]
+) -> str | None:
     import torch_pruning as tp
 
     for dep, _ in group:
@@ -163,46 +185,78 @@ def _why_kept(group, dg, frozen: dict[nn.Module, str], ignored: set[int]) -> str
         if isinstance(target, tp.ops._OutputOp) or at_end:
             return "its channels are the model's outputs"
         if target in frozen:
-            return (
-                f"it reaches {frozen[target]!r} ({type(target).__name__}), which no pruner supports"
-            )
+            reason = why.get(target, "which no pruner supports")
+            return f"it reaches {frozen[target]!r} ({type(target).__name__}), {reason}"
         if isinstance(target, _CONV) and 1 < target.groups < target.in_channels:
             return f"it reaches grouped convolution {dg._module2name.get(target)!r}"
     return None
 
 
+def _frozen_layers(model: nn.Module) -> tuple[dict, dict, list[str]]:
+    """Layers left as they are: module -> name, module -> why (when not "no pruner"), notes."""
+    frozen = _unsupported(model)
+    notes = [f"{name!r} ({type(m).__name__}): no pruner supports it" for m, name in frozen.items()]
+    names = {m: n for n, m in model.named_modules()}
+    why = {}
+    for m, text in unfit_attention(model).items():
+        frozen[m], why[m] = names[m], "an attention module unlike its kind"
+        notes.append(f"{text}; its heads and width are kept")
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention):  # one prune_model could not swap
+            frozen[m] = name
+            notes.append(f"{name!r} ({type(m).__name__}): no pruner supports it")
+    return frozen, why, notes
+
+
+def _head_sets(atts: list[Attention], ignored: set[int], cfg) -> tuple[list[UnitSet], list[str]]:
+    sets, notes = [], []
+    for a in atts:
+        if id(a.module) in ignored:
+            continue
+        if not cfg.prune_heads:
+            notes.append(f"{a.name!r} heads kept: prune_heads=False")
+        elif a.heads < 2:
+            notes.append(f"{a.name!r} heads kept: one head left")
+        else:
+            sets.append(UnitSet(f"{a.name}.heads", "heads", a.module, a.heads, attention=a))
+    if atts:  # Torch-Pruning never sees inside them (each is one node): no group cuts a head
+        kinds = sorted({a.kind.name for a in atts})
+        notes.append(
+            f"attention ({len(atts)} modules, kinds {kinds}): q/k/v rows and context width "
+            "change by whole heads only, never channel by channel"
+        )
+    return sets, notes
+
+
 def build_structure(model: nn.Module, example: torch.Tensor, cfg) -> Structure:
     """Trace ``model`` and list its prunable sets (``cfg``: a PruneConfig)."""
     ignored = {id(m) for m in _resolve_ignored(model, cfg.ignore)}
-    frozen = _unsupported(model)
-    dg = _trace(model, example, frozen)
+    frozen, why, notes = _frozen_layers(model)
+    bound = {a.module: a for a in find_attention(model)}
+    dg = _trace(model, example, frozen, bound)
+    for a in bound.values():
+        if a.cross:  # found while tracing: its keys / values read another tensor
+            frozen[a.module] = a.name
+            why[a.module] = "a cross-attention (keys and values read another tensor)"
+            notes.append(f"{a.name!r} is a cross-attention: its heads may go, its width stays")
     names = dg._module2name
-    notes = [f"{name!r} ({type(m).__name__}): no pruner supports it" for m, name in frozen.items()]
     notes += [f"{n!r} ignored by config" for n in cfg.ignore]
     sets = []
     for group in dg.get_all_groups(ignored_layers=[], root_module_types=ROOTS):
         root, fn = group[0].dep.target.module, group[0].dep.handler
         key, size = names[root], dg.get_out_channels(root)
-        reason = _why_kept(group, dg, frozen, ignored)
+        reason = _why_kept(group, dg, frozen, ignored, why)
         reason = reason or (None if size > 1 else "it has one channel")
         if reason:
             notes.append(f"{key!r} width {size} kept: {reason}")
             continue
         sets.append(UnitSet(key, "channels", root, size, cfg.round_to, group, fn))
-    for name, m in model.named_modules():
-        if not isinstance(m, MultiHeadSelfAttention) or id(m) in ignored:
-            continue
-        if not cfg.prune_heads:
-            notes.append(f"{name!r} heads kept: prune_heads=False")
-        elif m.num_heads < 2:
-            notes.append(f"{name!r} heads kept: one head left")
-        else:
-            sets.append(UnitSet(f"{name}.heads", "heads", m, m.num_heads))
-    return Structure(dg=dg, sets=sets, notes=notes)
+    heads, head_notes = _head_sets(list(bound.values()), ignored, cfg)
+    return Structure(dg=dg, sets=sets + heads, notes=notes + head_notes, attention=bound)
 
 
-def item_specs(dep, idxs: list[int], is_out: bool) -> list[Spec]:
-    """Weight slices of channels ``idxs`` of one group member."""
+def item_specs(dep, idxs: list[int], is_out: bool, bound: dict | None = None) -> list[Spec]:
+    """Weight slices of channels ``idxs`` of one group member (``bound``: attention modules)."""
     m = dep.target.module
     idx = torch.as_tensor(list(idxs), dtype=torch.long)[:, None]
     if isinstance(m, nn.Parameter):
@@ -222,8 +276,8 @@ def item_specs(dep, idxs: list[int], is_out: bool) -> list[Spec]:
         return [(w, 0, idx)] if w is not None and w.numel() > 1 else []
     if isinstance(m, RNN_TYPES):
         return unit_specs(m, is_out, idxs)
-    if isinstance(m, MultiHeadSelfAttention):
-        return channel_specs(m, is_out, idxs)
+    if bound and m in bound:
+        return channel_specs(bound[m], is_out, idxs)
     return []
 
 
@@ -254,11 +308,12 @@ def _lamp(scores: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _set_scores(s: UnitSet, dg, importance: str) -> tuple[torch.Tensor, bool]:
+def _set_scores(s: UnitSet, st: Structure, importance: str) -> tuple[torch.Tensor, bool]:
     """(raw per-unit scores, whether bn_scale fell back to magnitude)."""
+    dg = st.dg
     if s.kind == "heads":
         crit = "l1" if importance == "bn_scale" else importance
-        v = _per_unit(head_specs(s.module), crit)
+        v = _per_unit(head_specs(s.attention), crit)
         return (v if v is not None else torch.zeros(s.size)), importance == "bn_scale"
     bn = nn.modules.batchnorm._BatchNorm
     total, count = torch.zeros(s.size), 0
@@ -266,7 +321,8 @@ def _set_scores(s: UnitSet, dg, importance: str) -> tuple[torch.Tensor, bool]:
     for i, (dep, idxs) in enumerate(s.group):
         if importance == "bn_scale" and has_bn and not isinstance(dep.target.module, bn):
             continue
-        v = _per_unit(item_specs(dep, idxs, dg.is_out_channel_pruning_fn(dep.handler)), importance)
+        is_out = dg.is_out_channel_pruning_fn(dep.handler)
+        v = _per_unit(item_specs(dep, idxs, is_out, st.attention), importance)
         roots = s.group[i].root_idxs
         if v is None or any(r is None for r in roots):
             continue
@@ -298,7 +354,7 @@ def score_sets(
     scores, fallback = {}, []
     try:
         for s in st.sets:
-            raw, fell_back = _set_scores(s, st.dg, importance)
+            raw, fell_back = _set_scores(s, st, importance)
             if fell_back:
                 fallback.append(s.key)
             raw = raw.float()

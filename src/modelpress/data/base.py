@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError
+from ..feeds import check_names
 
 InputKind = Literal["image", "sequence", "tokens"]
 INPUT_KINDS: tuple[str, ...] = ("image", "sequence", "tokens")
@@ -18,11 +19,15 @@ class InputSpec:
     """What one sample looks like to the model (batch dimension excluded).
 
     ``image``: float32 (C, H, W); ``sequence``: float32 (T, F); ``tokens``: int64 (T,).
+    ``names``: the model's inputs when it takes more than the data's array, e.g.
+    ``("input_ids", "attention_mask")``: the first is the data's array, the others are derived
+    from it (:mod:`modelpress.feeds`); empty: one unnamed input.
     """
 
     kind: InputKind
     shape: tuple[int, ...]
     dtype: str
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
@@ -34,13 +39,24 @@ class InputSpec:
                 f"expected {expected} positive dimensions"
             )
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        object.__setattr__(self, "names", tuple(self.names))
+        check_names(self.names, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype}
+        """JSON-able; ``names`` only when given, so one-input specs read as they always did."""
+        d: dict[str, Any] = {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype}
+        if self.names:
+            d["names"] = list(self.names)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        return cls(kind=d["kind"], shape=tuple(d["shape"]), dtype=d["dtype"])
+        return cls(
+            kind=d["kind"],
+            shape=tuple(d["shape"]),
+            dtype=d["dtype"],
+            names=tuple(d.get("names", ())),
+        )
 
 
 @dataclass

@@ -47,10 +47,12 @@ import numpy as np
 from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, ConfigError, one_line
+from ..feeds import numpy_feeds
 from .base import Availability, Runner, TargetInfo, check_precision, safe_stem
 from .litert_meta import read_meta, write_with_meta
 
 RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
+OBSERVERS = ("histogram", "minmax")
 EXTRA = "tflite"
 
 
@@ -63,6 +65,9 @@ class LiteRTConfig:
     batch: int = 1  # the fixed batch the graph is converted for
     runtime: str = "auto"  # auto: ai_edge_litert, else tflite_runtime
     xnnpack: bool = True  # False: TFLite's builtin kernels only (no default delegate)
+    # int8 activation ranges: histogram (L2 search, litert-torch's default; seconds per
+    # activation tensor) or minmax (the calibration's extremes; fast, outlier-sensitive)
+    observer: str = "histogram"
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch"):
@@ -71,6 +76,10 @@ class LiteRTConfig:
                 raise ConfigError(f"litert {name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.calib_size, int) or self.calib_size < 0:
             raise ConfigError(f"litert calib_size must be >= 0 (0: all), got {self.calib_size!r}")
+        if self.observer not in OBSERVERS:
+            raise ConfigError(
+                f"litert observer {self.observer!r} is unknown; choose one of {OBSERVERS}"
+            )
         if self.runtime not in RUNTIMES:
             raise ConfigError(
                 f"litert runtime {self.runtime!r} is unknown; choose one of {RUNTIMES}"
@@ -147,16 +156,20 @@ class _FdWriter:
 
 
 class LiteRTRunner(Runner):
-    """Feeds any batch through a fixed-batch TFLite graph; (de)quantizes int8 input/output."""
+    """Feeds any batch through a fixed-batch TFLite graph; (de)quantizes int8 input/output.
+    Named inputs (``input_ids`` + ``attention_mask``) are all set (:mod:`modelpress.feeds`)."""
 
     def __init__(self, interpreter: Any, input_spec: InputSpec, meta: dict[str, Any]):
         super().__init__(input_spec, "litert")
         self.interpreter = interpreter
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
+        want = max(1, len(input_spec.names))
+        if len(inputs) != want or len(outputs) != 1:
             raise ArtifactError(
-                f"litert runner expects one input and one output, the model has {len(inputs)} and {len(outputs)}"
+                f"litert runner expects {want} input(s) and one output, the model has "
+                f"{len(inputs)} and {len(outputs)}; rebuild it for its input spec"
             )
+        self.inputs = _by_name(inputs, input_spec.names)  # input name -> its detail
         self.inp, self.out = inputs[0], outputs[0]
         self.batch = int(self.inp["shape"][0])
         self.meta = meta
@@ -169,7 +182,9 @@ class LiteRTRunner(Runner):
             k = len(chunk)
             if k < b:  # the graph's batch is fixed: pad, then drop the padding's rows
                 chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), chunk.dtype)])
-            self.interpreter.set_tensor(self.inp["index"], encode_input(chunk, self.inp))
+            feeds = numpy_feeds(chunk, self.input_spec.names or ("",))
+            for name, detail in self.inputs.items():
+                self.interpreter.set_tensor(detail["index"], encode_input(feeds[name], detail))
             self.interpreter.invoke()
             y = self.interpreter.get_tensor(self.out["index"])  # (b, classes)
             logits[start : start + k] = decode_output(y, self.out)[:k]
@@ -177,6 +192,21 @@ class LiteRTRunner(Runner):
 
     def close(self) -> None:
         self.interpreter = None
+
+
+def _by_name(details: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each input's detail by name: litert-torch names a keyword input ``<signature>_<name>``
+    and the positional one (the data's array, ``names[0]``) ``<signature>_args_0``."""
+    if not names:
+        return {"": details[0]}
+    found = {n: [d for d in details if str(d["name"]).endswith(f"_{n}")] for n in names[1:]}
+    rest = [d for d in details if all(d is not h for hits in found.values() for h in hits)]
+    if any(len(hits) != 1 for hits in found.values()) or len(rest) != 1:
+        raise ArtifactError(
+            f"litert: the model's inputs {[d['name'] for d in details]} do not match its input "
+            f"spec {list(names)}; rebuild it for its input spec"
+        )
+    return {names[0]: rest[0], **{n: hits[0] for n, hits in found.items()}}
 
 
 def encode_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -266,7 +296,13 @@ class LiteRTTarget:
         calib = self._check_calib(precision, calib, spec)
         cfg = self.config
         model_bytes, quant = litert_quant.convert(
-            ckpt.model, spec, precision, calib, per_channel=cfg.per_channel, batch=cfg.batch
+            ckpt.model,
+            spec,
+            precision,
+            calib,
+            per_channel=cfg.per_channel,
+            batch=cfg.batch,
+            observer=cfg.observer,
         )
         model_bytes, io = litert_quant.set_interface(model_bytes, float_io=not cfg.int8_io)
         quant["float_ops"] = litert_quant.float_ops(model_bytes) if precision == "int8" else {}
@@ -276,6 +312,7 @@ class LiteRTTarget:
             "batch": cfg.batch,
             "int8_io": cfg.int8_io if precision == "int8" else False,
             "per_channel": cfg.per_channel,
+            **({"observer": cfg.observer} if cfg.observer != "histogram" else {}),
             "calib": _array_digest(calib) if calib is not None else None,
         }
         art_id = stage_id(art.id, self.name, build_cfg)

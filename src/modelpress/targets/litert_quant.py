@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from torch import nn
 from .. import __version__
 from ..data.base import InputSpec
 from ..errors import BuildError, ModelPressError, one_line
-from ..export import deployment_meta
+from ..export import deployment_meta, dynamic_shapes, example_inputs
 from .litert import quiet
 
 QUANTIZE, DEQUANTIZE = "QUANTIZE", "DEQUANTIZE"
@@ -39,13 +40,16 @@ def convert(
     *,
     per_channel: bool = True,
     batch: int = 1,
+    observer: str = "histogram",
 ) -> tuple[bytes, dict[str, Any]]:
     """TFLite flatbuffer bytes of ``model`` at ``precision``, and what was quantized how.
 
-    Raises :class:`BuildError` naming the op litert-torch could not lower.
+    A model with named inputs (``spec.names``) is converted with every input (the derived ones
+    as keywords), so the file takes them all. Raises :class:`BuildError` naming the op
+    litert-torch could not lower.
     """
     model = model.eval()
-    example = (_example(spec, batch, calib),)
+    args, sample_kwargs = example_inputs(model, spec, _example(spec, batch, calib))
     log: list[str] = []
     try:
         with quiet(log), torch.no_grad():
@@ -60,15 +64,36 @@ def convert(
                 quant = {"method": "fp16 weights (float casting), float32 compute"}
             elif precision in ("dynamic_int8", "int8"):
                 model, kwargs["quant_config"], quant = _pt2e(
-                    model, example, precision, calib, per_channel, batch
+                    model, spec, args[0], precision, calib, per_channel, batch, observer
                 )
-            edge = litert_torch.convert(model, example, **kwargs)
+            edge = litert_torch.convert(model, args, sample_kwargs=sample_kwargs or None, **kwargs)
             data = bytes(edge.model_content())
     except ModelPressError:
         raise
     except Exception as exc:  # litert-torch / torch.export / jax raise many types
         raise BuildError(_failure(exc, model, precision, log)) from exc
     return data, quant
+
+
+def _minmax_activations(config: Any) -> Any:
+    """``config`` with a min/max observer on activations instead of the histogram one: its
+    L2 search loops in Python (about a second per activation tensor here, minutes for a
+    MobileNetV2), min/max costs nothing but follows outliers."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    def swap(spec: Any) -> Any:
+        if spec is None:
+            return None
+        ctr = MinMaxObserver.with_args(eps=2**-12)
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
+
+    return dataclasses.replace(
+        config,
+        input_activation=swap(config.input_activation),
+        output_activation=swap(config.output_activation),
+    )
 
 
 def _example(spec: InputSpec, batch: int, calib: np.ndarray | None) -> torch.Tensor:
@@ -81,13 +106,16 @@ def _example(spec: InputSpec, batch: int, calib: np.ndarray | None) -> torch.Ten
 
 def _pt2e(
     model: nn.Module,
-    example: tuple[torch.Tensor],
+    spec: InputSpec,
+    example: torch.Tensor,
     precision: str,
     calib: np.ndarray | None,
     per_channel: bool,
     batch: int,
+    observer: str = "histogram",
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """PT2E: export, annotate with litert-torch's quantizer, calibrate (static), convert."""
+    """PT2E: export, annotate with litert-torch's quantizer, calibrate (static), convert; every
+    call feeds the model all of ``spec``'s inputs."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
         get_symmetric_quantization_config,
@@ -98,16 +126,20 @@ def _pt2e(
 
     dynamic = precision == "dynamic_int8"
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
+    if observer == "minmax" and not dynamic:
+        config = _minmax_activations(config)
     quantizer = PT2EQuantizer().set_global(config)
     notes = []
     if not dynamic and any(isinstance(m, nn.GRU) for m in model.modules()):
         # its GRU annotator expects an explicit initial state (gru(x, h0)); ours pass none
         quantizer.STATIC_OPS = [op for op in PT2EQuantizer.STATIC_OPS if op != "gru_io_only"]
         notes.append("nn.GRU kept in float: litert-torch's GRU annotator needs an explicit h0")
-    prepared, calib_batch = _prepare(model, example, quantizer, prepare_pt2e, batch)
-    samples = calib if calib is not None else example[0].numpy()
+    feed = functools.partial(example_inputs, model, spec)
+    prepared, calib_batch = _prepare(model, spec, example, quantizer, prepare_pt2e, batch)
+    samples = calib if calib is not None else example.numpy()
     for chunk in _chunks(samples, calib_batch, fixed=calib_batch == batch):
-        prepared(torch.from_numpy(chunk))
+        args, kwargs = feed(torch.from_numpy(chunk))
+        prepared(*args, **kwargs)
     converted = convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)
     scheme = "per-channel" if per_channel else "per-tensor"
@@ -115,7 +147,7 @@ def _pt2e(
         "method": (
             f"PT2E dynamic: symmetric {scheme} int8 weights, activations quantized at run time"
             if dynamic
-            else f"PT2E static: symmetric {scheme} int8 weights, int8 activations (histogram observer)"
+            else f"PT2E static: symmetric {scheme} int8 weights, int8 activations ({observer} observer)"
         ),
         "calib_samples": 0 if dynamic else len(calib) if calib is not None else 0,
         "calib_batch": 0 if dynamic else calib_batch,
@@ -125,19 +157,26 @@ def _pt2e(
 
 
 def _prepare(
-    model: nn.Module, example: tuple[torch.Tensor], quantizer: Any, prepare_pt2e: Any, batch: int
+    model: nn.Module,
+    spec: InputSpec,
+    x: torch.Tensor,
+    quantizer: Any,
+    prepare_pt2e: Any,
+    batch: int,
 ) -> tuple[Any, int]:
     """Observers on the exported graph. Exported with a dynamic batch where the model allows it,
     so that calibration runs CALIB_BATCH samples at a time (the converted graph is still fixed
     at ``batch``); else at the fixed batch."""
-    x = example[0]
     two = x[:1].expand(2, *x.shape[1:]).contiguous()  # batch 2: export specializes sizes 0 / 1
     try:
         dim = torch.export.Dim("batch", min=1, max=1 << 16)
-        graph = torch.export.export(model, (two,), dynamic_shapes=({0: dim},)).module()
+        args, kwargs = example_inputs(model, spec, two)
+        shapes = dynamic_shapes(model, spec, args, kwargs, dim)
+        graph = torch.export.export(model, args, kwargs, dynamic_shapes=shapes).module()
         return prepare_pt2e(graph, quantizer), CALIB_BATCH
     except Exception:  # a model whose graph needs a static batch: calibrate at that batch
-        graph = torch.export.export(model, example).module()
+        args, kwargs = example_inputs(model, spec, x)
+        graph = torch.export.export(model, args, kwargs).module()
         return prepare_pt2e(graph, quantizer), batch
 
 

@@ -42,6 +42,7 @@ from ..export import (
     read_onnx_meta,
     write_onnx_meta,
 )
+from ..feeds import CalibrationFeeds, graph_feeds
 from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 
 # float exports of this process, by (checkpoint id, rnn form, external-data threshold): a worker that builds fp32 and
@@ -109,27 +110,6 @@ def _quiet():
     return quiet_logger()
 
 
-class _CalibReader:
-    """onnxruntime.quantization.CalibrationDataReader over a numpy array, in batches."""
-
-    def __init__(self, name: str, x: np.ndarray, batch: int = 32):
-        self.batches = [{name: x[i : i + batch]} for i in range(0, len(x), batch)]
-        self.pos = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.pos >= len(self.batches):
-            return None
-        self.pos += 1
-        return self.batches[self.pos - 1]
-
-    def rewind(self) -> None:
-        self.pos = 0
-
-    def __iter__(self):
-        self.rewind()
-        return iter(self.batches)
-
-
 def op_counts(path: Path) -> Counter:
     import onnx
 
@@ -137,18 +117,23 @@ def op_counts(path: Path) -> Counter:
 
 
 class OrtRunner(Runner):
+    """Feeds every graph input: the batch, and the inputs derived from it (feeds.py)."""
+
     def __init__(self, session: Any, input_spec: InputSpec):
         super().__init__(input_spec, "onnxruntime")
         self.session = session
-        self.input_name = session.get_inputs()[0].name
+        self.input_names = [i.name for i in session.get_inputs()]
+        graph_feeds(np.zeros((0, *input_spec.shape)), self.input_names, input_spec.names)
+
+    def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return graph_feeds(x, self.input_names, self.input_spec.names)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
+        return self.session.run(None, self._feeds(x))[0].astype(np.float32, copy=False)
 
     def prepare(self, x: np.ndarray):
         """A zero-argument call on a fixed, checked batch (the benchmark's timed loop)."""
-        feeds = {self.input_name: self.check_input(x)}
-        return functools.partial(self.session.run, None, feeds)
+        return functools.partial(self.session.run, None, self._feeds(self.check_input(x)))
 
 
 class OnnxRuntimeTarget:
@@ -288,13 +273,16 @@ class OnnxRuntimeTarget:
             extra["CalibPercentile"] = self.cfg.percentile
         try:
             with _quiet():
-                quant_pre_process(str(fp32), str(prep))
+                # a dynamic sequence axis (named token inputs): merge the symbolic dims that
+                # ORT's shape inference cannot otherwise reconcile (BERT's attention reshapes)
+                named = bool((meta.get("input_spec") or {}).get("names"))
+                quant_pre_process(str(fp32), str(prep), auto_merge=named)
                 short_tensor_names(prep)
                 excluded = nodes_of_modules(prep, self.cfg.exclude)
                 quantize_static(
                     str(prep),
                     str(dest),
-                    _CalibReader(_input_name(prep), calib),
+                    _calibration_feeds(prep, calib, meta),
                     quant_format=QuantFormat.QDQ
                     if self.cfg.quant_format == "qdq"
                     else QuantFormat.QOperator,
@@ -446,10 +434,13 @@ def short_tensor_names(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def _input_name(path: Path) -> str:
-    import onnx
+def _calibration_feeds(path: Path, calib: np.ndarray, meta: dict[str, Any]) -> CalibrationFeeds:
+    """Calibration batches that feed every input of the graph at ``path``."""
+    from ..onnx_inputs import graph_inputs
 
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+    names = [name for name, _, _ in graph_inputs(path)]
+    spec_names = tuple((meta.get("input_spec") or {}).get("names", ()))
+    return CalibrationFeeds(calib, lambda x: graph_feeds(x, names, spec_names, path.name))
 
 
 def _float_leftovers(path: Path) -> list[str]:

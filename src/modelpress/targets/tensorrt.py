@@ -32,6 +32,7 @@ from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
 from ..export import copy_onnx, deployment_meta, export_onnx
+from ..feeds import graph_feeds
 from ..fsutil import atomic_write_bytes
 from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 from .litert_meta import DIGEST_AT, DIGEST_PLACEHOLDER, file_digest
@@ -84,10 +85,13 @@ class TrtRunner(Runner):
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
-        xin = torch.from_numpy(x).to(self.device)
-        name = self.inputs[0]
-        self.context.set_input_shape(name, tuple(xin.shape))
-        self.context.set_tensor_address(name, xin.data_ptr())
+        feeds = graph_feeds(x, self.inputs, self.input_spec.names, "tensorrt engine")
+        held = []  # the device buffers live until the stream is done
+        for name, value in feeds.items():
+            xin = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            held.append(xin)
+            self.context.set_input_shape(name, tuple(xin.shape))
+            self.context.set_tensor_address(name, xin.data_ptr())
         out_name = self.outputs[0]
         shape = tuple(self.context.get_tensor_shape(out_name))
         out = torch.empty(shape, dtype=torch.float32, device=self.device)
@@ -196,11 +200,14 @@ class TensorRTTarget:
         elif precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
         profile = builder.create_optimization_profile()
-        name = network.get_input(0).name
         sample = tuple(spec.shape)
-        profile.set_shape(
-            name, (1, *sample), (self.cfg.opt_batch, *sample), (self.cfg.max_batch, *sample)
-        )
+        for i in range(network.num_inputs):  # every input: the data's array, derived ones
+            profile.set_shape(
+                network.get_input(i).name,
+                (1, *sample),
+                (self.cfg.opt_batch, *sample),
+                (self.cfg.max_batch, *sample),
+            )
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
