@@ -169,6 +169,7 @@ def _consistent(model: nn.Module) -> list[int]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_macs_budget_prunes_heads_and_exports(kind, tmp_path):
+    """Heads go under a MACs budget; the stock-attention replacement exports to ONNX exactly."""
     import onnxruntime as ort
 
     from modelpress.export import export_onnx
@@ -184,6 +185,8 @@ def test_macs_budget_prunes_heads_and_exports(kind, tmp_path):
     heads = _consistent(model)
     assert len(heads) == 2 and sum(heads) < 8, outcome.details["widths"]
     assert model(x).shape[0] == 2
+    if kind != "tiny_vit":  # transformers' kinds go to ONNX Runtime and LiteRT in test_zoo
+        return
     art = export_onnx(model, spec, tmp_path / "m.onnx", {"model": kind})
     session = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
     x5 = torch.randint(1, 50, (5, 12)) if spec is TOKENS else torch.randn(5, 1, 8, 8)

@@ -68,3 +68,22 @@ def test_bytes_on_disk(tmp_path):
     (tmp_path / "a.onnx.data").write_bytes(b"y" * 32)
     assert bytes_on_disk(tmp_path / "a.onnx") == 10
     assert bytes_on_disk(tmp_path) == 42
+
+
+class _Scores(nn.Module):
+    """Attention written two ways: SDPA (as transformers' models run it) and explicit @."""
+
+    def __init__(self, sdpa: bool):
+        super().__init__()
+        self.sdpa = sdpa
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, T, D)
+        if self.sdpa:
+            return torch.nn.functional.scaled_dot_product_attention(x, x, x)
+        return (x @ x.transpose(-2, -1)).softmax(-1) @ x
+
+
+@pytest.mark.parametrize("sdpa", [True, False])
+def test_attention_products_are_counted_however_they_are_written(sdpa):
+    x = torch.randn(2, 4, 16, 8)  # batch 2 is sliced to 1: 4 heads x 16 x 16 x (8 + 8)
+    assert count_macs(_Scores(sdpa), x) == 4 * 16 * 16 * (8 + 8)

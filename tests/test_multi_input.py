@@ -240,8 +240,8 @@ models:
     input: {kind: tokens, shape: [16], dtype: int64, names: [input_ids, attention_mask]}
     targets: {onnxruntime: {precisions: [fp32, int8]}}
 targets:
-  onnxruntime: {precisions: [fp32, int8, dynamic_int8]}
-  litert: {precisions: [fp32, int8]}
+  onnxruntime: {precisions: [fp32, int8]}  # dynamic_int8: see the unit tests above
+  litert: {precisions: [fp32]}  # int8 with two inputs: test_litert_int8_takes_both_inputs
 benchmark: {batch_sizes: [1], min_calls: 3, min_seconds: 0.0, warmup_calls: 1}
 """
 
@@ -262,10 +262,9 @@ def test_a_two_input_model_runs_on_every_target(tmp_path):
     wanted = {
         ("onnxruntime", "fp32"),
         ("onnxruntime", "int8"),
-        ("onnxruntime", "dynamic_int8"),
     }
     if LITERT:
-        wanted |= {("litert", "fp32"), ("litert", "int8")}
+        wanted |= {("litert", "fp32")}
     assert wanted <= set(by), sorted(by)
     for key in sorted(wanted):
         assert by[key].status == "ok", (key, by[key].reason)

@@ -31,8 +31,7 @@ models:
     factory: "byo_nets:build_returning"
     kwargs: {form: model-output}
     input: {kind: image, shape: [1, 8, 8]}
-    passes: [{prune: {ratio: 0.5, recovery: none}}]
-    targets: {onnxruntime: {precisions: [fp32, int8]}, litert: {precisions: [fp32]}}
+    passes: [{prune: {ratio: 0.5, recovery: none}}]  # a ModelOutput model on LiteRT: test_zoo
   broken: {factory: "byo_nets:build_broken", input: {kind: image, shape: [1, 8, 8]}}
   unreachable:
     factory: "byo_nets:build_returning"
@@ -60,8 +59,6 @@ def test_every_output_form_is_built_and_validated(forms_run):
     for label in ("tensor", "tuple", "list", "dict", "keyed", "hf", "hf+prune"):
         rec = by[(label, "onnxruntime", "fp32")]
         assert rec.status == "ok", (label, rec.reason)
-    assert by[("hf+prune", "onnxruntime", "int8")].status == "ok"
-    assert by[("hf+prune", "litert", "fp32")].status == "ok", by[("hf+prune", "litert", "fp32")]
     # one model, one accuracy: the same random weights whatever wraps the logits
     forms = ("tensor", "tuple", "list", "dict", "keyed", "hf")
     accs = {by[(k, "onnxruntime", "fp32")].validation.accuracy for k in forms}

@@ -1,9 +1,12 @@
 """Metrics every stage reports: accuracy, parameters, MACs and bytes on disk.
 
-MACs are counted analytically from forward hooks (multiply-accumulates per sample, batch 1):
-convolutions, linear layers, GRU/LSTM/RNN cells over every step, layer and direction, and the
-two attention matmuls. Element-wise ops (norms, activations, adds) are not counted, as usual.
-``torch.utils.flop_counter`` is not used because it misses LSTM on CPU (fused mkldnn kernel).
+MACs are counted analytically (multiply-accumulates per sample, batch 1): convolutions, linear
+layers and GRU/LSTM/RNN cells over every step, layer and direction from forward hooks; every
+product of two activations (``@`` / ``matmul`` / ``bmm`` / ``baddbmm``, and
+``scaled_dot_product_attention``: the two attention matmuls of any attention, ours, torch's or
+``transformers'``) from a torch function mode. Element-wise ops (norms, activations, adds) are
+not counted, as usual. ``torch.utils.flop_counter`` is not used because it misses LSTM on CPU
+(fused mkldnn kernel).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .fsutil import bytes_on_disk
 
@@ -46,10 +50,39 @@ def _rnn_macs(m: nn.RNNBase, x: torch.Tensor) -> int:
     return total * batch
 
 
-def _module_macs(m: nn.Module, inputs: tuple, output) -> int:
-    from .models.attention import MultiHeadSelfAttention
-    from .models.std_attention import PrunableMultiheadAttention
+def _product_macs(a: torch.Tensor, b: torch.Tensor) -> int:
+    """MACs of ``a @ b`` with matmul's broadcasting: batch x n x k x m."""
+    n = a.shape[-2] if a.dim() > 1 else 1
+    m = b.shape[-1] if b.dim() > 1 else 1
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if min(a.dim(), b.dim()) > 1 else ()
+    return math.prod(batch) * n * a.shape[-1] * m
 
+
+_PRODUCTS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm}
+_PRODUCTS |= {torch.Tensor.bmm}
+
+
+class _Products(TorchFunctionMode):
+    """Counts the MACs of products of two tensors (attention scores and mixing) as they run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _PRODUCTS:
+            self.total += _product_macs(args[0], args[1])
+        elif func in (torch.baddbmm, torch.Tensor.baddbmm):
+            self.total += _product_macs(args[1], args[2])
+        elif func is torch.nn.functional.scaled_dot_product_attention:
+            q, k, v = args[:3]  # (..., L, E), (..., S, E), (..., S, Ev): scores, then mixing
+            lq, s = q.shape[-2], k.shape[-2]
+            self.total += math.prod(q.shape[:-2]) * lq * s * (q.shape[-1] + v.shape[-1])
+        return func(*args, **kwargs)
+
+
+def _module_macs(m: nn.Module, inputs: tuple, output) -> int:
     out = output[0] if isinstance(output, tuple) else output
     if isinstance(m, nn.modules.conv._ConvNd):
         return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
@@ -57,15 +90,7 @@ def _module_macs(m: nn.Module, inputs: tuple, output) -> int:
         return out.numel() * m.in_features
     if isinstance(m, nn.RNNBase):
         return _rnn_macs(m, inputs[0])
-    if isinstance(m, MultiHeadSelfAttention):  # qkv / proj are Linear children, counted there
-        b, t, _ = inputs[0].shape
-        return 2 * b * m.num_heads * t * t * m.head_dim
-    if isinstance(m, PrunableMultiheadAttention):  # q/k/v/out are Linear children, counted there
-        q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
-        lq, lk = (q.shape[-2], k.shape[-2]) if m.batch_first or q.dim() == 2 else (len(q), len(k))
-        b = 1 if q.dim() == 2 else q.shape[0 if m.batch_first else 1]
-        return 2 * b * m.num_heads * lq * lk * m.head_dim
-    if isinstance(m, nn.MultiheadAttention):  # its projections run inside F.*, not as children
+    if isinstance(m, nn.MultiheadAttention):  # runs inside F.multi_head_attention_forward
         q = inputs[0]
         t, e = (q.shape[1], q.shape[2]) if m.batch_first else (q.shape[0], q.shape[2])
         b = q.shape[0] if m.batch_first else q.shape[1]
@@ -88,12 +113,13 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     was_training = model.training
+    products = _Products()
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), products:
             model(example[:1])
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return int(total)
+    return int(total + products.total)

@@ -61,7 +61,13 @@ def _activations(model_path: Path, x: np.ndarray, tmp: Path) -> dict[str, np.nda
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(exposed), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    values = session.run(None, {session.get_inputs()[0].name: x})
+    from ..feeds import derive_numpy
+
+    # a model with derived inputs (attention_mask, ...) takes them after the data's own
+    feeds = {
+        i.name: derive_numpy(i.name, x) if k else x for k, i in enumerate(session.get_inputs())
+    }
+    values = session.run(None, feeds)
     return {
         n: v for n, v in zip(names, values) if isinstance(v, np.ndarray) and v.dtype == np.float32
     }
