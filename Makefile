@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/modelpress run recipes/digits.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

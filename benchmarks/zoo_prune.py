@@ -137,7 +137,6 @@ class Variant:
     checkpoint: Any = None
     calls: dict[tuple[str, int], Callable[[], object]] = field(default_factory=dict)
     diffs: dict[str, float] = field(default_factory=dict)  # runtime -> max |logit diff|
-    uncounted: int = 0  # attention-matmul MACs that count_macs leaves out
 
 
 @dataclass
@@ -166,14 +165,12 @@ def build_variants(name: str, arch: Arch, size: Size, row: Row, work: Path) -> N
     calibrate_norms(dense, size)
     example = torch.as_tensor(sample(size, 2, seed=1))
     row.variants["dense"] = Variant(dense, count_params(dense), count_macs(dense, example))
-    row.variants["dense"].uncounted = uncounted_attention_macs(dense, example)
     pruned = copy.deepcopy(dense)
     start = time.perf_counter()
     outcome = prune_model(pruned, example, PruneConfig(**PRUNE))
     row.prune_s = time.perf_counter() - start
     pruned.eval()
     row.variants["pruned"] = Variant(pruned, count_params(pruned), count_macs(pruned, example))
-    row.variants["pruned"].uncounted = uncounted_attention_macs(pruned, example)
     row.widths = "; ".join(f"{k} {a}->{b}" for k, (a, b) in outcome.details["widths"].items())
     labels = [str(i) for i in range(size.kwargs["classes"])]
     for key, v in row.variants.items():
@@ -184,31 +181,6 @@ def build_variants(name: str, arch: Arch, size: Size, row: Row, work: Path) -> N
             labels=labels,
             preprocessing={},
         )
-
-
-def uncounted_attention_macs(model: torch.nn.Module, example: torch.Tensor) -> int:
-    """The attention matmuls (q k^T and weights v, one sample) of ``transformers`` attention
-    modules, which ``count_macs`` leaves out (it counts them for ``nn.MultiheadAttention`` and
-    modelpress attention): 2 * heads * head_dim * T^2 per module, T read by a forward hook."""
-    from modelpress.compress.attention_adapters import find_attention
-
-    total, handles = [0], []
-    for a in find_attention(model):
-        if not type(a.module).__module__.startswith("transformers."):
-            continue
-
-        def hook(mod, args, kwargs, out, a=a):
-            x = args[0] if args else next(iter(kwargs.values()))  # (B, T, D) queries
-            total[0] += 2 * a.heads * a.head_dim * x.shape[-2] ** 2
-
-        handles.append(a.module.register_forward_hook(hook, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            model.eval()(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
 
 
 def calibrate_norms(model: torch.nn.Module, size: Size) -> None:
@@ -390,22 +362,10 @@ def render(header: list[str], rows: list[Row], rounds: int, quick: bool) -> str:
         size = arch.quick if quick else arch.full
         out.append(
             f"- {r.arch}, input {size.shape} (`zoo_nets.{arch.builder}(**{size.kwargs})`, pruned "
-            f"in {r.prune_s:.0f} s): {r.widths or 'not pruned'}{uncounted_text(r)}"
+            f"in {r.prune_s:.0f} s): {r.widths or 'not pruned'}"
         )
     out += ["", "## How it was measured", "", *method(rounds)]
     return "\n".join(out)
-
-
-def uncounted_text(row: Row) -> str:
-    d, p = row.variants.get("dense"), row.variants.get("pruned")
-    if d is None or p is None or not d.uncounted:
-        return ""
-    full = (d.macs + d.uncounted) / (p.macs + p.uncounted)
-    return (
-        f". `count_macs` leaves out the attention matmuls of its transformers attention: "
-        f"{d.uncounted / 1e6:.1f}M dense, {p.uncounted / 1e6:.1f}M pruned; with them the MAC "
-        f"reduction is {full:.2f}x (table: {d.macs / p.macs:.2f}x)"
-    )
 
 
 def method(rounds: int) -> list[str]:
@@ -416,8 +376,9 @@ def method(rounds: int) -> list[str]:
         f"with `prune_model(copy, example, PruneConfig({PRUNE}))` (importance l2, global "
         "scope, round_to 8, max_layer_ratio 0.9, heads prunable: the library defaults; no "
         "recovery, so accuracy is not measured). MACs are `modelpress.metrics.count_macs` "
-        "(one sample; the efficiency uses them, see the attention-matmul note under Sizes "
-        "for the transformers models). Both models are saved as factory checkpoints and built from them by "
+        "(one sample; convolutions, linear layers and every attention product, the "
+        "transformers models' scaled_dot_product_attention included). Both models are saved "
+        "as factory checkpoints and built from them by "
         "the targets (`get_target('onnxruntime', threads=1)`, `get_target('litert', threads=1, "
         "batch=b)` for b in 1 and 8, fp32), so every artifact is also a checkpoint round trip. "
         "The logit difference is the largest |runtime - torch| over 8 random inputs (LiteRT: "
