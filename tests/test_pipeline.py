@@ -169,9 +169,11 @@ def test_user_model_end_to_end(tmp_path):
       exported:
         onnx: tiny.onnx
         input: {kind: image, shape: [1, 8, 8]}
+        targets:  # a factory model on LiteRT: tests/test_zoo.py
+          onnxruntime: {precisions: [fp32, int8]}
+          litert: {precisions: [fp32]}
     targets:
       onnxruntime: {precisions: [fp32, int8]}
-      litert: {precisions: [fp32]}
     """
         + BENCH
     )
