@@ -17,6 +17,14 @@ import pytest
 
 from modelpress.pipeline import run
 from modelpress.results import load_results
+from modelpress.targets.litert import LiteRTTarget
+
+# transformers comes with litert-torch (the tflite extra), which the LiteRT half needs anyway
+pytest.importorskip("transformers", reason="the zoo needs the tflite extra (transformers)")
+pytestmark = pytest.mark.skipif(
+    not LiteRTTarget().converter_availability("int8").ok,
+    reason="needs the LiteRT extra (pip install -e '.[tflite]')",
+)
 
 TESTS = Path(__file__).parent
 BENCH = "benchmark: {batch_sizes: [1], min_calls: 2, min_seconds: 0.0, warmup_calls: 1}\n"
