@@ -276,7 +276,7 @@ class Pipeline:
         except Exception as exc:
             if self.cache.dry:
                 raise  # a readiness probe (run_parallel): the real walk reports it
-            intended = f"{run.label}+{'+'.join(pass_name(e) for e in passes)}"
+            intended = self.chain_label(run.label)
             run.failure = ModelFailure.of(intended, stage, exc, self.out / "error.log")
             run.chain, run.compressed, run.qdq, run.pass_records = [], None, None, []
             run.notes.append(f"{intended}: {run.failure.message}")
@@ -303,6 +303,10 @@ class Pipeline:
         ):
             return run.qdq
         return run.compressed
+
+    def chain_label(self, label: str) -> str:
+        """The results label of ``label``'s compressed chain as the recipe asks for it."""
+        return "+".join([label, *(pass_name(e) for e in self.recipe.passes_for(label))])
 
     def family_of(self, label: str) -> str:
         from .models import MODELS
@@ -385,7 +389,7 @@ def run(
             pipe.log(f"  [failed] {label}: {fail.message}")
             failures.append(fail)
             passes = recipe.passes_for(label)
-            labels = [label] + ([f"{label}+{'+'.join(map(pass_name, passes))}"] if passes else [])
+            labels = [label] + ([pipe.chain_label(label)] if passes else [])
             failed_rows += pipe.failed_records(fail, labels)
     failures += [run.failure for run in models if run.failure is not None]
     failed_rows += [
