@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: setup
 	$(BIN)/modelpress run recipes/digits.yaml
 
+# two workers, one test file each at a time (module fixtures are built once); conftest.py shares
+# the cores between them
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

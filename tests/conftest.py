@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (`make test` runs two workers) the workers share the cores between them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+if _WORKERS > 1:  # the CLI runs the tests start inherit it
+    os.environ.setdefault("MODELPRESS_TRAIN_THREADS", str(torch.get_num_threads()))
 # `modelpress run` prepares models in parallel processes by default; the tests' recipes are tiny,
 # so starting processes costs more than it saves. tests/test_run_parallel.py turns it on.
 os.environ.setdefault("MODELPRESS_JOBS", "1")

@@ -50,6 +50,11 @@ class Latency(_Strict):
     samples_us: list[float]  # per-call latency in call order (every `sample_stride`-th call)
     sample_stride: int = Field(default=1, ge=1)
     warmup_calls: int = 0  # untimed calls made before the timed loop
+    # GPU runtimes (TensorRT): the engine's device time alone (CUDA events), copies excluded;
+    # the fields above are end to end, host to host, comparable across runtimes
+    compute_p50_ms: float | None = None
+    compute_p90_ms: float | None = None
+    compute_p99_ms: float | None = None
 
 
 class Validation(_Strict):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .artifact import Artifact
 from .fsutil import atomic_write_text
 from .stages import artifact_from_manifest, artifact_to_manifest
+from .targets import build_identity
 
 if TYPE_CHECKING:
     from .pipeline import ModelRun, Pipeline, RunOutcome
@@ -120,6 +121,7 @@ def build_all(
     come from several models (each job carries its model's target options)."""
     todo: list[tuple[Job, Path]] = []
     for job in jobs:
+        ident = build_identity(target, job.options)  # TensorRT: its version and the GPU
         job.build_key = pipe.cache.key(
             "build",
             job.source.id,
@@ -128,6 +130,7 @@ def build_all(
                 "precision": job.precision,
                 "options": job.options,
                 "calibration": pipe.calibration,
+                **({"built_for": ident} if ident else {}),
             },
         )
         done = pipe.cache.lookup("build", job.build_key)

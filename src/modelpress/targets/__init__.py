@@ -52,4 +52,23 @@ def get_target(name: str, **options: Any) -> Target:
     return TARGETS[name](**options)
 
 
-__all__ = ["TARGETS", "Availability", "Runner", "Target", "TargetInfo", "get_target"]
+def build_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a build of target ``name`` is only valid for beyond its inputs (TensorRT: its version
+    and the GPU); ``{}`` for portable artifacts. Goes into the build's cache key."""
+    try:
+        target = get_target(name, **options)
+    except ConfigError:
+        return {}  # the build itself reports the bad option
+    ident = getattr(target, "build_identity", None)
+    return ident() if callable(ident) else {}
+
+
+__all__ = [
+    "TARGETS",
+    "build_identity",
+    "Availability",
+    "Runner",
+    "Target",
+    "TargetInfo",
+    "get_target",
+]

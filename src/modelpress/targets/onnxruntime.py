@@ -1,4 +1,8 @@
-"""ONNX Runtime on CPU: export (dynamo, dynamic batch), then fp32 / fp16 / int8 builds.
+"""ONNX Runtime: export (dynamo, dynamic batch), then fp32 / fp16 / int8 builds.
+
+Runs on the CPU by default; ``providers: [cuda]`` or ``[tensorrt]`` runs the same files on a GPU
+through onnxruntime-gpu (:mod:`.ort_providers`: an unavailable provider is a skip, never a silent
+CPU fallback).
 
 Precisions:
 - ``fp32``: the exported graph; ORT applies its graph optimisations at load time.
@@ -43,6 +47,7 @@ from ..export import (
     write_onnx_meta,
 )
 from ..feeds import CalibrationFeeds, graph_feeds
+from . import ort_providers
 from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 
 # float exports of this process, by (checkpoint id, rnn form, external-data threshold): a worker that builds fp32 and
@@ -80,6 +85,9 @@ class OrtConfig:
     # does not quantize the exported LSTM), the native recurrent op otherwise
     rnn: str = "auto"
     percentile: float = 99.999  # for calibration="percentile"
+    # execution providers, in order (ort_providers.py): cpu | cuda | tensorrt; load-time settings
+    providers: tuple[str, ...] = ort_providers.DEFAULT
+    device_id: int = 0  # the GPU of the cuda / tensorrt providers
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -97,6 +105,9 @@ class OrtConfig:
                 f"activation_type must be uint8 or int8, got {self.activation_type!r}"
             )
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "providers", ort_providers.parse_providers(self.providers))
+        if self.device_id < 0:
+            raise ConfigError(f"onnxruntime device_id must be >= 0, got {self.device_id}")
         if self.rnn not in ("auto", "native", "unrolled"):
             raise ConfigError(f"rnn must be auto, native or unrolled, got {self.rnn!r}")
         if self.quant_format not in ("qdq", "qoperator"):
@@ -148,7 +159,7 @@ class OnnxRuntimeTarget:
             import onnxruntime  # noqa: F401
         except ImportError as exc:
             return Availability(False, f"onnxruntime is not installed ({exc})", extra="")
-        return Availability(True)
+        return ort_providers.availability(self.cfg.providers)
 
     # -- build -------------------------------------------------------------------------------
     def build(
@@ -183,7 +194,8 @@ class OnnxRuntimeTarget:
 
     def _cfg_meta(self, precision: str) -> dict[str, Any]:
         cfg = asdict(self.cfg)
-        cfg.pop("threads")  # a load-time setting: it does not change the file
+        for load_time in ("threads", "providers", "device_id"):  # they do not change the file
+            cfg.pop(load_time)
         return cfg if precision == "int8" else {"optimization": cfg["optimization"]}
 
     def _float_onnx(
@@ -349,11 +361,15 @@ class OnnxRuntimeTarget:
         opts.log_severity_level = 3
         check_external_data(path)  # before ORT reads any external data file
         try:
-            return ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            session = ort.InferenceSession(
+                str(path),
+                sess_options=opts,
+                providers=ort_providers.session_providers(self.cfg.providers, self.cfg.device_id),
             )
         except Exception as exc:  # InvalidProtobuf, NotImplemented, Fail, ...
             raise _load_error(path, exc) from exc
+        ort_providers.check_session(session, self.cfg.providers)  # no silent CPU fallback
+        return session
 
     def load(self, art: Artifact) -> OrtRunner:
         self.availability().require(self.name)
@@ -374,9 +390,9 @@ class OnnxRuntimeTarget:
             name=self.name,
             runtime="onnxruntime",
             version=ort.__version__,
-            device="cpu",
+            device=ort_providers.device_label(self.cfg.providers, self.cfg.device_id),
             threads=self.cfg.threads,
-            details={"optimization": self.cfg.optimization, "providers": ["CPUExecutionProvider"]},
+            details={"optimization": self.cfg.optimization, "providers": list(self.cfg.providers)},
         )
 
 

@@ -1,13 +1,20 @@
 """TensorRT on CUDA: a serialized engine built from the ONNX artifact with the TensorRT Python API.
 
-Precisions: ``fp32``; ``fp16`` (builder flag); ``int8`` from a QDQ ONNX graph (explicit
-quantization: TensorRT reads the QuantizeLinear/DequantizeLinear scales). From a torch
+Every network is strongly typed: the precision is in the ONNX graph, never in builder flags
+(TensorRT 11 removed ``BuilderFlag.FP16`` / ``INT8``; on 10.x the ``STRONGLY_TYPED`` flag asks for
+the same). Precisions: ``fp32``; ``fp16``, from the graph converted to float16 inside with float32
+inputs and outputs (ONNX Runtime's converter, ``keep_io_types``); ``int8`` from a QDQ graph
+(explicit quantization: TensorRT reads the QuantizeLinear/DequantizeLinear scales). From a torch
 checkpoint, int8 first builds that QDQ graph with ONNX Runtime's static quantizer, symmetric
 int8 activations as TensorRT requires; a QAT QDQ ``.onnx`` artifact is used as it is.
 
 An optimisation profile covers the dynamic batch (min 1, opt ``opt_batch``, max ``max_batch``).
-The runner uses torch CUDA tensors as device buffers and TensorRT 10's name-based tensor API
-(``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``).
+The runner (:mod:`.tensorrt_runner`) keeps copies and execution on one stream and times both
+end to end and device compute only.
+
+An engine only runs on the TensorRT version and GPU model that built it: both are in its
+metadata (:func:`engine_identity`) and in its build's cache key, and :meth:`TensorRTTarget.load`
+refuses an engine from another version or GPU with a one-line "rebuild it here".
 
 The engine ``<name>.<precision>.engine`` has a JSON sidecar ``<name>.<precision>.engine.json``
 with its metadata and a SHA-256 over the engine bytes and that JSON (:func:`write_engine`);
@@ -32,10 +39,10 @@ from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
 from ..export import copy_onnx, deployment_meta, export_onnx
-from ..feeds import graph_feeds
 from ..fsutil import atomic_write_bytes
-from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
+from .base import Availability, TargetInfo, artifact_stem, check_precision
 from .litert_meta import DIGEST_AT, DIGEST_PLACEHOLDER, file_digest
+from .tensorrt_runner import TrtRunner
 
 
 @dataclass(frozen=True)
@@ -60,46 +67,18 @@ def _trt_logger():
     return trt.Logger(trt.Logger.ERROR)
 
 
-class TrtRunner(Runner):
-    def __init__(self, engine: Any, input_spec: InputSpec, device: int):
-        super().__init__(input_spec, "tensorrt")
-        import torch
+def engine_identity(device: int) -> dict[str, str]:
+    """What an engine is only valid for: the TensorRT version and the GPU (model and compute
+    capability). Part of the build's cache key and of the engine's metadata, checked at load."""
+    import tensorrt as trt
+    import torch
 
-        self.torch = torch
-        self.device = torch.device("cuda", device)
-        self.engine = engine
-        self.context = engine.create_execution_context()
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        import tensorrt as trt
-
-        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.stream = torch.cuda.Stream(device=self.device)
-        self.max_batch = engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0]
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        outs = [
-            self._run_chunk(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)
-        ]
-        return np.concatenate(outs)
-
-    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        feeds = graph_feeds(x, self.inputs, self.input_spec.names, "tensorrt engine")
-        held = []  # the device buffers live until the stream is done
-        for name, value in feeds.items():
-            xin = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
-            held.append(xin)
-            self.context.set_input_shape(name, tuple(xin.shape))
-            self.context.set_tensor_address(name, xin.data_ptr())
-        out_name = self.outputs[0]
-        shape = tuple(self.context.get_tensor_shape(out_name))
-        out = torch.empty(shape, dtype=torch.float32, device=self.device)
-        self.context.set_tensor_address(out_name, out.data_ptr())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise BuildError("tensorrt: execute_async_v3 failed")
-        self.stream.synchronize()
-        return out.cpu().numpy()
+    major, minor = torch.cuda.get_device_capability(device)
+    return {
+        "tensorrt": trt.__version__,
+        "gpu": torch.cuda.get_device_name(device),
+        "compute_capability": f"{major}.{minor}",
+    }
 
 
 class TensorRTTarget:
@@ -134,11 +113,12 @@ class TensorRTTarget:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = artifact_stem(art)
+        identity = engine_identity(self.cfg.device)
         meta = deployment_meta(
             dict(art.meta),
             target=self.name,
             precision=precision,
-            tensorrt={"opt_batch": self.cfg.opt_batch, "max_batch": self.cfg.max_batch},
+            tensorrt={"opt_batch": self.cfg.opt_batch, "max_batch": self.cfg.max_batch, **identity},
         )
         spec = InputSpec.from_dict(meta["input_spec"])
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -147,7 +127,9 @@ class TensorRTTarget:
         dest = out_dir / f"{name}.{precision}.engine"
         files = write_engine(dest, engine_bytes, meta)
         art_id = stage_id(
-            art.id, f"tensorrt:{precision}", {"opt": self.cfg.opt_batch, "max": self.cfg.max_batch}
+            art.id,
+            f"tensorrt:{precision}",
+            {"opt": self.cfg.opt_batch, "max": self.cfg.max_batch, **identity},
         )
         meta = read_engine(dest)[1]  # what the files say, digest included
         return Artifact(path=dest, format="tensorrt", id=art_id, meta=meta, files=files)
@@ -160,6 +142,8 @@ class TensorRTTarget:
             has_qdq = bool(op_counts(art.path)["QuantizeLinear"])
             if precision == "int8" and not has_qdq:
                 return self._qdq_from_onnx(art, calib, tmp)
+            if precision == "fp16" and not has_qdq:
+                return OnnxRuntimeTarget().build(art, "fp16", None, tmp).path
             target = tmp / art.path.name
             copy_onnx(art.path, target)  # with its external data, checked to stay beside it
             return target
@@ -170,6 +154,8 @@ class TensorRTTarget:
         if precision == "int8":
             qdq = OnnxRuntimeTarget(activation_type="int8", per_channel=True)
             return qdq.build(art, "int8", calib, tmp).path
+        if precision == "fp16":  # float16 inside, float32 in and out
+            return OnnxRuntimeTarget().build(art, "fp16", None, tmp).path
         from ..checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(art.path)
@@ -188,17 +174,15 @@ class TensorRTTarget:
 
         logger = _trt_logger()
         builder = trt.Builder(logger)
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        # strongly typed: the graph's types decide (required on 11.x, where the flag is a no-op)
+        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        network = builder.create_network(0 if flag is None else 1 << int(flag))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise BuildError(f"tensorrt cannot parse the ONNX graph: {'; '.join(errors)[:400]}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.cfg.workspace_mib << 20)
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
         profile = builder.create_optimization_profile()
         sample = tuple(spec.shape)
         for i in range(network.num_inputs):  # every input: the data's array, derived ones
@@ -223,6 +207,7 @@ class TensorRTTarget:
 
         path = Path(art.path)
         engine_bytes, meta = read_engine(path)  # the digest is checked before deserializing
+        check_identity(path, meta, engine_identity(self.cfg.device))
         torch.cuda.set_device(self.cfg.device)
         engine = trt.Runtime(_trt_logger()).deserialize_cuda_engine(engine_bytes)
         if engine is None:
@@ -242,16 +227,25 @@ class TensorRTTarget:
             pass
         import torch
 
-        if torch.cuda.is_available():
-            device = torch.cuda.get_device_name(self.cfg.device)
+        if torch.cuda.is_available() and self.cfg.device < torch.cuda.device_count():
+            device = f"cuda:{self.cfg.device} ({torch.cuda.get_device_name(self.cfg.device)})"
         return TargetInfo(
             name=self.name,
             runtime="tensorrt",
             version=version,
             device=device,
             threads=None,
-            details={"opt_batch": self.cfg.opt_batch, "max_batch": self.cfg.max_batch},
+            details={
+                "opt_batch": self.cfg.opt_batch,
+                "max_batch": self.cfg.max_batch,
+                "timings": "end to end (host to host) and device compute (CUDA events)",
+            },
         )
+
+    def build_identity(self) -> dict[str, str]:
+        """Added to the build's cache key: an engine cached for one GPU or TensorRT version is
+        never reused on another."""
+        return engine_identity(self.cfg.device) if self.availability().ok else {}
 
 
 # -- the engine's files: plain functions (no tensorrt needed), tested everywhere ---------------
@@ -306,6 +300,17 @@ def read_engine(path: Path) -> tuple[bytes, dict[str, Any]]:
             "metadata was edited, truncated or swapped; rebuild it with the tensorrt target"
         )
     return engine_bytes, meta
+
+
+def check_identity(path: Path, meta: dict[str, Any], here: dict[str, str]) -> None:
+    """Raise :class:`ArtifactError` when the engine was built for another TensorRT or GPU."""
+    built = meta.get("tensorrt") or {}
+    for key, value in here.items():
+        if key in built and built[key] != value:
+            raise ArtifactError(
+                f"TensorRT engine {path} was built for {key} {built[key]!r}, this machine has "
+                f"{value!r}: engines do not move between TensorRT versions or GPU models; rebuild it here"
+            )
 
 
 def read_engine_meta(path: Path) -> dict[str, Any]:
