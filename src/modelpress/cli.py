@@ -46,7 +46,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int)
     p.add_argument("--seed", type=int, help="training seed (init, shuffling, augmentation)")
     p.add_argument("--max-seconds", type=float, help="stop after the epoch that crosses this time")
+    _device_arg(p, "where to train")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _device_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--device",
+        metavar="auto|cpu|cuda[:N]",
+        help=f"{what}: auto (the default: CUDA when torch sees a GPU), cpu, cuda or cuda:N",
+    )
 
 
 def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
@@ -57,6 +66,7 @@ def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
         "patience": a.patience,
         "seed": a.seed,
         "max_seconds": a.max_seconds,
+        "device": a.device,
     }
 
 
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure every artifact again (training and builds stay cached)",
     )
+    _device_arg(p, "where every model and pass trains, whatever the recipe says")
 
     from . import bench, gate, report
 
@@ -139,7 +150,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .baselines import train_and_save
     from .train import dist_info, init_distributed
 
-    distributed = init_distributed()
+    distributed = init_distributed(a.device)
     try:
         out = a.out or Path("runs") / a.data / f"{a.model}.safetensors"
         result, row, _ = train_and_save(
@@ -247,6 +258,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         progress=not a.no_progress,
         ray=a.ray,
         fresh_measurements=a.remeasure,
+        device=a.device,
     )
     print(f"results: {outcome.results_path}")
     print(f"report:  {outcome.report_html}  (and {outcome.report_md.name})")

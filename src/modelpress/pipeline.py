@@ -8,6 +8,11 @@ rows: its float baseline is still built and measured. The exit code reflects the
 1 fail); it is at least 1 when a model failed (2 when every model failed on the user's input),
 and 1 when no gates are set and nothing at all could be measured.
 
+Devices: every training and pass trains where its ``train: {device: ...}`` says (``auto`` by
+default: CUDA when torch sees a GPU); ``run(..., device=)`` (``modelpress run --device``)
+overrides them all. The device is where a stage computes, not what: like the thread count it is
+not part of a stage's cache key, and the records say where each stage ran.
+
 >>> from modelpress.pipeline import run                                  # doctest: +SKIP
 >>> outcome = run("recipes/digits.yaml")
 >>> outcome.report_html
@@ -101,8 +106,10 @@ class Pipeline:
         log: Callable[[str], None] = print,
         progress: bool = False,
         fresh_measurements: bool = False,
+        device: str | None = None,
     ):
         self.recipe = recipe
+        self.device = device  # overrides the train device of every model and pass (None: no)
         self.recipe_path = recipe_path
         self.out = out_dir
         self.log = log
@@ -141,12 +148,12 @@ class Pipeline:
             name, DataConfig(**{k: v for k, v in self.recipe.data.items() if k != "calibration"})
         )
         data = self.data(view or data_cfg.view)
-        overrides = {"seed": self.recipe.seed, **train}
+        overrides = self.train_overrides({"seed": self.recipe.seed, **train})
         config = {
             "model": name,
             "width": width,
             "options": options,
-            "train": overrides,
+            "train": _without_device(overrides),
             "data": data.preprocessing.get("data_config"),
         }
 
@@ -175,11 +182,15 @@ class Pipeline:
         )
         return artifact_from_manifest(manifest["artifact"], folder)
 
+    def train_overrides(self, train: dict[str, Any]) -> dict[str, Any]:
+        """A ``train:`` section of the recipe with the run's device override applied."""
+        return train if self.device is None else {**train, "device": self.device}
+
     # -- passes ---------------------------------------------------------------------------------
     def apply_pass(self, run: ModelRun, entry: dict[str, Any]) -> None:
         name = pass_name(entry)
         opts = pass_configs(entry)
-        train = opts.pop("train", {})
+        train = self.train_overrides(opts.pop("train", None) or {})
         if run.qdq is not None:
             raise ConfigError(
                 f"models.{run.label}: qat must be the last pass (its output is an ONNX graph)"
@@ -190,7 +201,7 @@ class Pipeline:
             parent.id,
             {
                 "options": opts,
-                "train": train,
+                "train": _without_device(train),
                 "teacher": run.teacher.id if run.teacher else None,
                 "seed": self.recipe.seed,
             },
@@ -217,7 +228,13 @@ class Pipeline:
     ):
         from .compress.base import PassContext
 
-        ctx = PassContext(data=run.data, out_dir=tmp, seed=self.recipe.seed, progress=self.progress)
+        ctx = PassContext(
+            data=run.data,
+            out_dir=tmp,
+            seed=self.recipe.seed,
+            progress=self.progress,
+            device=train.get("device", "auto"),
+        )
         tuple_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
         if name == "distill":
             from .baselines import train_config_for
@@ -351,18 +368,24 @@ def run(
     progress: bool = False,
     ray: str | None = None,
     fresh_measurements: bool = False,
+    device: str | None = None,
 ) -> RunOutcome:
     """Run a recipe end to end. Raises ConfigError before any work when the recipe is invalid.
 
     ``ray``: address of a Ray cluster for the search trials (``auto``, ``local``, host:port).
     ``progress``: epochs and artifacts with an ETA (live bars on a terminal, else plain lines).
     ``fresh_measurements``: measure every artifact now, even where the cache holds a record
-    (training and builds stay cached)."""
+    (training and builds stay cached).
+    ``device``: train every model and pass there (auto | cpu | cuda | cuda:N), whatever the
+    recipe's ``train:`` sections say; checked before any work."""
     from .run_steps import finish
     from .run_targets import benchmark_all
 
     start = time.perf_counter()
-    recipe, _ = load_recipe(recipe_path)
+    recipe, lines = load_recipe(recipe_path)
+    from .recipe_checks import check_devices
+
+    check_devices(recipe, Path(recipe_path), lines, device)  # before any output
     out_dir = Path(out) if out else recipe.out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(
@@ -373,6 +396,7 @@ def run(
         log=log,
         progress=progress,
         fresh_measurements=fresh_measurements,
+        device=device,
     )
     from .run_parallel import prepare, set_train_threads
 
@@ -413,3 +437,8 @@ def run(
     outcome.seconds = time.perf_counter() - start
     outcome.cache_hits, outcome.cache_misses = pipe.cache.hits, pipe.cache.misses
     return outcome
+
+
+def _without_device(train: dict[str, Any]) -> dict[str, Any]:
+    """A stage's train settings as its cache key: where it computes is not what it computes."""
+    return {k: v for k, v in train.items() if k != "device"}

@@ -292,3 +292,40 @@ def _check_gates(recipe: Recipe, path: Path, lines: _Lines) -> None:
         raise fail(
             path, lines, ("gates", *err["loc"]), err["msg"].removeprefix("Value error, ")
         ) from exc
+
+
+def check_devices(recipe: Recipe, path: Path, lines: _Lines, override: str | None = None) -> None:
+    """Every train device the run will use exists on this machine (``override``: the one
+    device of ``run --device``, which replaces the recipe's); a ConfigError with the line if not.
+
+    Not part of :func:`check_recipe`: a recipe written for a GPU is valid on a laptop, where
+    ``--device cpu`` runs it."""
+    from .compute import resolve_device
+
+    if override is not None:
+        resolve_device(override)
+        return
+    for loc, train in _train_sections(recipe):
+        try:
+            resolve_device(train.get("device", "auto"))
+        except ConfigError as exc:
+            raise fail(path, lines, (*loc, "device"), str(exc)) from exc
+
+
+def _train_sections(recipe: Recipe) -> list[tuple[tuple, dict[str, Any]]]:
+    """(key path, mapping) of every ``train:`` section: models, teachers, passes."""
+    found: list[tuple[tuple, dict[str, Any]]] = []
+
+    def passes(base: tuple, entries: list[dict[str, Any]]) -> None:
+        for i, entry in enumerate(entries):
+            train = pass_configs(entry).get("train")
+            if isinstance(train, dict):
+                found.append(((*base, i, pass_name(entry), "train"), train))
+
+    passes(("passes",), recipe.passes)
+    for label, m in recipe.models.items():
+        found.append((("models", label, "train"), m.train))
+        if m.teacher is not None:
+            found.append((("models", label, "teacher", "train"), m.teacher.train))
+        passes(("models", label, "passes"), m.passes or [])
+    return found

@@ -141,6 +141,7 @@ def _run_pool(pipe: Any, n: int, trains: list[dict], chains: list[dict]) -> int:
                 "out": str(pipe.out),
                 "job": job,
                 "progress": pipe.progress,
+                "device": pipe.device,
             }
             return pool.submit(_child, payload)
 
@@ -209,7 +210,12 @@ def _child_job(payload: dict[str, Any]) -> int:
     recipe, _ = load_recipe(payload["recipe"])
     out, progress = Path(payload["out"]), bool(payload.get("progress"))
     pipe = Pipeline(
-        recipe, Path(payload["recipe"]), out, log=lambda s: print(s, flush=True), progress=progress
+        recipe,
+        Path(payload["recipe"]),
+        out,
+        log=lambda s: print(s, flush=True),
+        progress=progress,
+        device=payload.get("device"),
     )
     _run_job(pipe, payload["job"])
     return 0

@@ -375,7 +375,12 @@ def finish(
     results_path = save_results(results, out / "results.json")
     md, html = write_report(results, out, stem="report")
     passes = {
-        run.label: {"chain": run.chain, "records": run.pass_records, "notes": run.notes}
+        run.label: {
+            "chain": run.chain,
+            "records": run.pass_records,
+            "notes": run.notes,
+            "train": run.baseline.meta.get("train", {}),  # the float baseline's: device, epochs
+        }
         for run in models
     }
     atomic_write_text(out / "passes.json", json.dumps(passes, indent=2, default=str))

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifact import Artifact
-from .errors import ConfigError, one_line
-from .stages import StageCache, artifact_from_manifest, artifact_to_manifest
+from .search_trials import prepare_locally, prepare_on_ray
 
 if TYPE_CHECKING:
     from .pipeline import ModelRun, Pipeline
@@ -114,119 +112,6 @@ def choose(trials: list[Trial], indices: list[int], max_drop: float, objective: 
     )
 
 
-# -- one task: prune at one ratio, then build every (precision, keep_float) ----------------------
-
-
-def prepare_ratio(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Worker side (a process or a Ray task): prune ``start`` to ``ratio`` and build the target
-    for every precision and keep-float count; returns built artifacts (manifest form) or reasons."""
-    from .bench import run_worker
-    from .bench_worker import trust
-    from .compress.base import PassContext
-    from .compress.prune import PruneConfig, prune
-    from .data import DataConfig, load_dataset
-
-    trust(task["trust"])
-    cache = StageCache(Path(task["cache"]), log=lambda s: None)
-    start = Artifact.from_dict(task["start"])
-    data = load_dataset(DataConfig(**task["data_config"]))
-    art = start
-    if task["ratio"] > 0:
-        cfg = {
-            "ratio": task["ratio"],
-            "recovery": "finetune",
-            "recovery_epochs": task["recovery_epochs"],
-        }
-
-        def do_prune(tmp: Path) -> dict[str, Any]:
-            res = prune(
-                start, PruneConfig(**cfg), PassContext(data=data, out_dir=tmp, seed=task["seed"])
-            )
-            return {"artifact": artifact_to_manifest(res.artifact, tmp)}
-
-        folder, man = cache.run(
-            "prune", cache.key("prune", start.id, {"options": cfg, "seed": task["seed"]}), do_prune
-        )
-        art = artifact_from_manifest(man["artifact"], folder)
-    out = []
-    for precision, keep in task["combos"]:
-        exclude = task["sensitive"][:keep] if keep else []
-        options = {**task["options"], **({"exclude": exclude} if exclude else {})}
-        key = cache.key(
-            "build",
-            art.id,
-            {
-                "target": task["target"],
-                "precision": precision,
-                "options": options,
-                "calibration": task["calibration"],
-            },
-        )
-        entry = {"precision": precision, "keep_float": keep, "kept_float": exclude}
-
-        def do_build(tmp: Path, precision=precision, options=options) -> dict[str, Any]:
-            res = run_worker(
-                {
-                    "mode": "build",
-                    "artifact": art.to_dict(),
-                    "target": task["target"],
-                    "target_options": options,
-                    "precision": precision,
-                    "out_dir": str(tmp),
-                    "calibration": task["calibration"],
-                    **task["trust"],
-                },
-                900.0,
-                tmp,
-            )
-            for leftover in tmp.glob("job-*.json"):
-                leftover.unlink()
-            if res["status"] != "ok":
-                raise RuntimeError(res["reason"])
-            return {"artifact": artifact_to_manifest(Artifact.from_dict(res["artifact"]), tmp)}
-
-        try:
-            folder, man = cache.run("build", key, do_build)
-            entry.update(
-                status="ok",
-                artifact=artifact_from_manifest(man["artifact"], folder).to_dict(),
-                options=options,
-            )
-        except Exception as exc:
-            entry.update(status="failed", reason=one_line(exc))
-        out.append(entry)
-    return out
-
-
-def _run_tasks(
-    tasks: list[dict[str, Any]], workers: int, ray: str | None
-) -> list[list[dict[str, Any]]]:
-    if ray:
-        return _run_ray(tasks, ray)
-    if workers <= 1 or len(tasks) <= 1:
-        return [prepare_ratio(t) for t in tasks]
-    import multiprocessing
-
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
-        return list(pool.map(prepare_ratio, tasks))
-
-
-def _run_ray(tasks: list[dict[str, Any]], address: str) -> list[list[dict[str, Any]]]:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError("--ray needs Ray: pip install 'modelpress[ray]'") from exc
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(prepare_ratio)
-    return ray.get([remote.remote(t) for t in tasks])
-
-
 # -- the search -----------------------------------------------------------------------------------
 
 
@@ -294,7 +179,10 @@ def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -
             }
             for r in s.prune_ratios
         ]
-        prepared = _run_tasks(tasks, s.workers, ray)
+        if ray:
+            prepared = prepare_on_ray(pipe, run, start, tasks, ray)
+        else:
+            prepared = prepare_locally(tasks, s.workers)
         first = len(trials)
         trials += _measure(pipe, run, s, options, reference(pipe, run), prepared)
         idx = list(range(first, len(trials)))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,9 +86,14 @@ class StageCache:
             self.dry = False
 
     def sweep(self) -> None:
-        """Remove temporary folders of runs that are no longer alive."""
+        """Remove temporary folders of runs of this host that are no longer alive.
+
+        A folder another host made (a cache on a shared filesystem) is left alone: its process
+        id means nothing here, so it is neither removed nor taken as alive."""
         for tmp in self.root.glob(".*.tmp"):
-            pid = tmp.name.rsplit(".", 2)[-2]
+            pid, host = _temp_owner(tmp.name)
+            if host is not None and host != _HOST:
+                continue
             if not pid.isdigit() or not _alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -99,7 +106,7 @@ class StageCache:
 
     def begin(self, stage: str, key: str) -> Path:
         """A fresh temporary folder for the stage's files."""
-        tmp = self.root / f".{stage}-{key}.{os.getpid()}.tmp"
+        tmp = self.root / f".{stage}-{key}.{os.getpid()}@{_HOST}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         return tmp
@@ -147,6 +154,18 @@ class StageCache:
         self.misses += 1
         self.log(f"  [done]   {what} ({time.perf_counter() - start:.1f} s)")
         return done
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _temp_owner(name: str) -> tuple[str, str | None]:
+    """(process id, host) of a temporary folder ``.<stage>-<key>.<pid>@<host>.tmp``; host None
+    for a folder named without one (``.<stage>-<key>.<pid>.tmp``, older versions)."""
+    owner, _, host = name.removesuffix(".tmp").rpartition("@")
+    if not owner:  # no host in the name
+        return name.rsplit(".", 2)[-2], None
+    return owner.rsplit(".", 1)[-1], host
 
 
 def _alive(pid: int) -> bool:

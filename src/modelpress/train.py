@@ -1,7 +1,10 @@
 """Training and evaluation loops: AdamW + one-cycle schedule, early stopping on val, seeded.
 
-Runs single-process or under ``torchrun`` (DDP, gloo backend on CPU): each rank takes a
-disjoint shard of every shuffled epoch and the global batch stays ``batch_size``.
+Runs single-process or under ``torchrun`` (DDP: gloo on the CPU, nccl on CUDA with one GPU per
+rank, ``cuda:LOCAL_RANK``): each rank takes a disjoint shard of every shuffled epoch and the
+global batch stays ``batch_size``. ``TrainConfig.device`` (``auto``: CUDA when torch sees a GPU)
+is where the model trains; the data stays on the CPU and moves one batch at a time, and the
+trained model comes back on the CPU, so checkpoints never hold device tensors.
 
 >>> from modelpress.data import load_dataset
 >>> from modelpress.models import create_model
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compute import check_device_spelling, describe_device, module_device, resolve_device
 from .data.base import DataBundle, Split
 from .errors import ConfigError
 from .metrics import accuracy
@@ -49,6 +53,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     max_seconds: float | None = None  # stop after the epoch that crosses this wall time
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; resolved when training starts
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -57,6 +62,7 @@ class TrainConfig:
             raise ConfigError("lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1)")
         if self.augment not in AUGMENTS:
             raise ConfigError(f"augment {self.augment!r} is unknown; choose one of {AUGMENTS}")
+        check_device_spelling(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +78,7 @@ class TrainResult:
     seconds: float
     world_size: int
     history: list[dict[str, float]] = field(default_factory=list)
+    device: str = "cpu"  # where it trained, in words: cpu, cuda:0 (NVIDIA H200)
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("model", "history")}
@@ -91,15 +98,43 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def training_device(spec: str | None) -> torch.device:
+    """The device a training of ``spec`` runs on: :func:`~modelpress.compute.resolve_device`,
+    except in a torchrun process group (see :func:`rank_device`)."""
+    return rank_device(spec) if dist_info()[1] > 1 else resolve_device(spec)
+
+
+def rank_device(spec: str | None) -> torch.device:
+    """This torchrun rank's device: with CUDA, one GPU per rank, ``cuda:LOCAL_RANK``.
+
+    ``auto`` takes the CPU when the node has fewer GPUs than processes (every rank decides the
+    same); an explicit ``cuda`` then is a ConfigError."""
+    device = resolve_device(spec)
+    if device.type != "cuda":
+        return device
+    per_node, count = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+    if per_node <= count:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if spec in (None, "auto"):
+        return torch.device("cpu")
+    raise ConfigError(
+        f"torchrun starts {per_node} processes per node but torch sees {count} GPU(s) for "
+        f"device {spec!r}: one GPU per process, so start at most {count} (--nproc_per_node), "
+        "or use device: cpu"
+    )
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 512
 ) -> np.ndarray:
-    """Logits for every row of ``x`` (eval mode, no grad)."""
+    """Logits for every row of ``x`` (eval mode, no grad), computed on the model's device and
+    returned as a CPU array."""
     was_training = model.training
     model.eval()
+    device = module_device(model)
     x = torch.as_tensor(x)
-    outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
 
@@ -152,8 +187,43 @@ def train(
     ``extra_params`` are trained alongside the model but not saved with it (distillation adapters).
     ``progress``: epochs (and the batches of slow epochs) with an ETA, as live bars on a
     terminal or plain lines elsewhere (see :mod:`modelpress.progress`); rank 0 only.
+    ``cfg.device``: the model, ``extra_params`` and a ``loss_fn`` that has a ``.to`` method (a
+    distillation loss with its teacher, an ``nn.Module``) train there (:func:`training_device`)
+    and come back to the CPU at the end, also when training fails.
     """
     cfg = cfg or TrainConfig()
+    device = training_device(cfg.device)
+    extra = list(extra_params)
+    _move(model, extra, loss_fn, device)
+    try:
+        return _fit(model, data, cfg, device, progress, loss_fn, extra)
+    finally:
+        _move(model, extra, loss_fn, torch.device("cpu"))
+
+
+def _move(model: nn.Module, extra: list[nn.Parameter], loss_fn: Any, device: torch.device) -> None:
+    """``model``, the loose parameters ``extra`` and ``loss_fn`` (when it has ``.to``) to
+    ``device``, in place (the same parameter objects: an optimizer built on them before its first
+    step still holds them)."""
+    model.to(device)
+    if callable(getattr(loss_fn, "to", None)):
+        loss_fn.to(device)
+    for p in extra:
+        p.data = p.data.to(device)
+        if p.grad is not None:
+            p.grad = p.grad.to(device)
+
+
+def _fit(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: bool | Reporter,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    extra_params: list[nn.Parameter],
+) -> TrainResult:
+    """The training loop of :func:`train`, with the model already on ``device``."""
     rank, world = dist_info()
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
@@ -161,7 +231,8 @@ def train(
     steps = max(1, -(-len(y_all) // (per_rank * world)))
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     params = [*model.parameters(), *extra_params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
@@ -184,8 +255,9 @@ def train(
             for i in range(steps):
                 idx = perm[i * per_rank : (i + 1) * per_rank]
                 xb, yb = x_all[idx], y_all[idx]
-                if augment is not None:
+                if augment is not None:  # on the CPU: the same shifts on every device
                     xb = augment(xb, gen)
+                xb, yb = xb.to(device), yb.to(device)
                 total_loss += _step(criterion(net, xb, yb), opt, sched, params, cfg.grad_clip)
                 if time.perf_counter() - tick > BATCH_TICK_S:  # a slow epoch: show its batches
                     task.partial((i + 1) / steps, f"batch {i + 1}/{steps}")
@@ -224,6 +296,7 @@ def train(
         seconds=time.perf_counter() - start,
         world_size=world,
         history=history,
+        device=describe_device(device),
     )
 
 
@@ -247,10 +320,17 @@ def _stop_reason(cfg: TrainConfig, since_best: int, elapsed: float) -> str:
     return ""
 
 
-def init_distributed() -> bool:
-    """Join the torchrun process group (gloo) when launched by torchrun; True if distributed."""
+def init_distributed(device: str | None = "auto") -> bool:
+    """Join the torchrun process group when launched by torchrun; True if distributed.
+
+    The backend follows the training ``device`` (the same spelling as ``TrainConfig.device``,
+    decided by :func:`rank_device`): nccl when it is CUDA, each rank on ``cuda:LOCAL_RANK``;
+    gloo on the CPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="gloo")
+        rank = rank_device(device)
+        if rank.type == "cuda":
+            torch.cuda.set_device(rank)
+        torch.distributed.init_process_group(backend="nccl" if rank.type == "cuda" else "gloo")
     return True

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..artifact import Artifact
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..compute import check_device_spelling
 from ..data.base import DataBundle, InputSpec
 from ..metrics import count_macs, count_params
 from ..train import evaluate
@@ -32,12 +33,20 @@ from ..train import evaluate
 @dataclass
 class PassContext:
     """What every pass may use: the data (train for tuning, val for choices, test for the
-    record), where to write, and run-wide settings."""
+    record), where to write, and run-wide settings.
+
+    ``device``: where the passes that train (distillation, pruning recovery, QAT, sparsity
+    fine-tuning) compute: ``auto`` (CUDA when torch sees a GPU), ``cpu``, ``cuda``, ``cuda:N``.
+    What a pass saves or exports is always built from a CPU model."""
 
     data: DataBundle
     out_dir: Path
     seed: int = 0
     progress: bool = False
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_device_spelling(self.device)
 
 
 @dataclass

@@ -21,6 +21,7 @@ same image data. :func:`kd_loss_fn` returns the loss the trainer calls as ``loss
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -168,6 +169,12 @@ class KDLoss:
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.adapters.parameters()
+
+    def to(self, device: torch.device | str) -> KDLoss:
+        """Teacher and hint adapters to ``device``, where the student trains; returns self."""
+        self.teacher.to(device)
+        self.adapters.to(device)
+        return self
 
     def __call__(self, net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         student, cfg = _unwrap(net), self.cfg
@@ -332,6 +339,8 @@ def distill(
 
     ``ctx.data`` is the student's view of the data; the teacher may take the other image view.
     ``train_cfg`` defaults to the student model's recommended schedule, seeded with ``ctx.seed``.
+    Teacher, student and adapters train on ``train_cfg.device``, or on ``ctx.device`` when that
+    is ``auto``.
 
     >>> ctx = PassContext(data=load_dataset("digits"), out_dir=Path("runs/kd"))  # doctest: +SKIP
     >>> result = distill(teacher_art, new_student("resnet8", ctx.data, "s.safetensors", width=0.25),
@@ -340,7 +349,7 @@ def distill(
     """
     from ..baselines import train_config_for
     from ..metrics import accuracy
-    from ..train import predict_logits, seed_everything, train
+    from ..train import predict_logits, seed_everything, train, training_device
 
     t_model, t_ckpt = load_model(teacher)
     s_model, s_ckpt = load_model(student)
@@ -352,21 +361,28 @@ def distill(
         s_ckpt.meta.preprocessing, ctx.data.preprocessing, s_ckpt.input_spec, ctx.data.input_spec
     )
     train_cfg = train_cfg or train_config_for(s_ckpt.meta.model.name, seed=ctx.seed)
+    if train_cfg.device == "auto":
+        train_cfg = dataclasses.replace(train_cfg, device=ctx.device)
+    device = training_device(train_cfg.device)
     test = ctx.data.test
-    t_acc = accuracy(predict_logits(t_model, to_teacher(torch.as_tensor(test.x))), test.y)
     with timed() as clock:
         before = model_stats(s_model, ctx.data, student.size_bytes)
         seed_everything(train_cfg.seed)
         example = torch.as_tensor(ctx.data.train.x[:2])
         loss = kd_loss_fn(t_model, cfg, student=s_model, example=example, teacher_input=to_teacher)
-        result = train(
-            s_model,
-            ctx.data,
-            train_cfg,
-            progress=ctx.progress,
-            loss_fn=loss,
-            extra_params=list(loss.parameters()),
-        )
+        loss.to(device)
+        try:
+            t_acc = accuracy(predict_logits(t_model, to_teacher(torch.as_tensor(test.x))), test.y)
+            result = train(
+                s_model,
+                ctx.data,
+                train_cfg,
+                progress=ctx.progress,
+                loss_fn=loss,
+                extra_params=list(loss.parameters()),
+            )
+        finally:
+            loss.to("cpu")
         config = {**cfg.to_dict(), "teacher": t_ckpt.meta.model.name, "teacher_id": t_ckpt.meta.id}
         metrics = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy}
         art = save_pass_output(result.model, s_ckpt, ctx, "distill", config, metrics)
@@ -378,6 +394,7 @@ def distill(
         "hint_pairs": [list(p) for p in loss.hint_pairs],
         "attention_pairs": [list(p) for p in loss.attention_pairs],
         "adapter_params": sum(p.numel() for p in loss.parameters()),
+        "device": result.device,
         "train": {**train_cfg.to_dict(), **result.summary()},
     }
     notes = [*loss.notes]

@@ -244,7 +244,9 @@ def search_ratio(
     return hi
 
 
-def _recover(model, data, cfg: PruneConfig, teacher, seed: int, progress: bool) -> float:
+def _recover(model, data, cfg: PruneConfig, teacher, seed: int, progress: bool, device: str):
+    """Fine-tune or distil the pruned ``model`` on ``device`` (the teacher too); returns the
+    TrainResult. Model and teacher come back on the CPU for the next cut."""
     from ..train import TrainConfig, train
 
     loss_fn = None
@@ -255,9 +257,13 @@ def _recover(model, data, cfg: PruneConfig, teacher, seed: int, progress: bool) 
             raise ConfigError(f"recovery='kd' needs modelpress.compress.distill: {exc}") from exc
         loss_fn = kd_loss_fn(teacher, DistillConfig())
     tcfg = TrainConfig(
-        epochs=cfg.recovery_epochs, lr=cfg.recovery_lr, patience=cfg.recovery_epochs, seed=seed
+        epochs=cfg.recovery_epochs,
+        lr=cfg.recovery_lr,
+        patience=cfg.recovery_epochs,
+        seed=seed,
+        device=device,
     )
-    return train(model, data, tcfg, progress=progress, loss_fn=loss_fn).val_accuracy
+    return train(model, data, tcfg, progress=progress, loss_fn=loss_fn)
 
 
 def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
@@ -310,11 +316,14 @@ def prune_model(
     teacher: nn.Module | None = None,
     seed: int = 0,
     progress: bool = False,
+    device: str = "auto",
 ) -> PruneOutcome:
     """Prune ``model`` in place (any ``nn.Module``) and return what was done.
 
     ``data`` is needed for Taylor importance and for recovery; ``teacher`` (default: a copy of
-    the unpruned model) for ``recovery="kd"``. Every ``nn.MultiheadAttention`` is first replaced
+    the unpruned model) for ``recovery="kd"``. Pruning runs on the CPU; recovery trains on
+    ``device`` (``auto``: CUDA when torch sees a GPU) and the model comes back to the CPU.
+    Every ``nn.MultiheadAttention`` is first replaced
     by :class:`~modelpress.models.std_attention.PrunableMultiheadAttention` (same outputs; the
     notes name them) so that its heads can go; the model remembers it for its checkpoint.
 
@@ -338,7 +347,9 @@ def prune_model(
         record = {"step": step, "ratio": round(run.ratio, 4), "params": count_params(model)}
         record["macs"] = count_macs(model, example)
         if cfg.recovery != "none":
-            record["val_accuracy"] = _recover(model, data, cfg, teacher, seed, progress)
+            recovered = _recover(model, data, cfg, teacher, seed, progress, device)
+            record["val_accuracy"] = recovered.val_accuracy
+            record["device"] = recovered.device
         steps.append(record)
     after = {"params": count_params(model), "macs": count_macs(model, example)}
     remember_structure(model, swapped)
@@ -353,6 +364,7 @@ def prune_model(
     if full:
         notes.append(f"kept at full width by the {cfg.scope} ranking: {full}")
     details = {"steps": steps, "widths": widths, "before": before, "after": after}
+    details["device"] = steps[-1].get("device", "cpu")  # of the recovery; pruning runs on the CPU
     return PruneOutcome(model=model, notes=notes, details=details)
 
 
@@ -376,6 +388,7 @@ def prune(
             teacher=teacher,
             seed=ctx.seed,
             progress=ctx.progress,
+            device=ctx.device,
         )
     model.eval()
     acc = model_stats(model, ctx.data, 0).accuracy

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..artifact import Artifact, stage_id
+from ..compute import describe_device, module_device, move_graph_module, resolve_device
 from ..data.base import DataBundle, Split
 from ..errors import BuildError, ConfigError
 from ..metrics import accuracy
@@ -193,28 +194,46 @@ def _fq_accuracy(gm: torch.fx.GraphModule, split: Split, batch: int = 512) -> fl
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
     move_exported_model_to_eval(gm)
-    x = torch.as_tensor(split.x)
+    x, device = torch.as_tensor(split.x), module_device(gm)
     with torch.no_grad():
-        logits = torch.cat([gm(x[i : i + batch]) for i in range(0, len(x), batch)])
+        logits = torch.cat([gm(x[i : i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
     return accuracy(logits.numpy(), split.y)
 
 
 def calibrate(gm: torch.fx.GraphModule, x: np.ndarray, batch: int = 128) -> None:
-    """Set the quantization ranges from ``x`` (inference mode, observers on)."""
+    """Set the quantization ranges from ``x`` (inference mode, observers on), on the graph's
+    device."""
     from torchao.quantization.pt2e import enable_observer, move_exported_model_to_eval
 
     move_exported_model_to_eval(gm)
     gm.apply(enable_observer)
-    t = torch.as_tensor(x)
+    t, device = torch.as_tensor(x), module_device(gm)
     with torch.no_grad():
         for i in range(0, len(t), batch):
-            gm(t[i : i + batch])
+            gm(t[i : i + batch].to(device))
 
 
 def train_qat(
-    gm: torch.fx.GraphModule, data: DataBundle, cfg: QATConfig, progress: bool = False
+    gm: torch.fx.GraphModule,
+    data: DataBundle,
+    cfg: QATConfig,
+    progress: bool = False,
+    device: str | torch.device = "auto",
 ) -> list[dict[str, float]]:
-    """Fine-tune a prepared model on train (cosine lr); keep the best val epoch's state."""
+    """Fine-tune a prepared model on train (cosine lr); keep the best val epoch's state.
+
+    The graph trains on ``device`` (``auto``: CUDA when torch sees a GPU) and comes back to the
+    CPU, where it is converted and exported, also when training fails."""
+    move_graph_module(gm, resolve_device(device))
+    try:
+        return _qat_epochs(gm, data, cfg, progress)
+    finally:
+        move_graph_module(gm, torch.device("cpu"))
+
+
+def _qat_epochs(
+    gm: torch.fx.GraphModule, data: DataBundle, cfg: QATConfig, progress: bool
+) -> list[dict[str, float]]:
     from torchao.quantization.pt2e import (
         disable_observer,
         enable_observer,
@@ -224,6 +243,7 @@ def train_qat(
     from ..progress import reporter
     from ..train import EPOCH_LINE_S, random_shift
 
+    device = module_device(gm)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
     steps = max(1, -(-len(y_all) // cfg.batch_size))
@@ -244,7 +264,7 @@ def train_qat(
                 if len(idx) < 2:  # batch norm needs two samples in train mode
                     continue
                 xb = random_shift(x_all[idx], gen) if shift else x_all[idx]
-                loss = F.cross_entropy(gm(xb), y_all[idx])
+                loss = F.cross_entropy(gm(xb.to(device)), y_all[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -318,18 +338,20 @@ def onnx_logits(path: str, x: np.ndarray, batch: int = 256) -> np.ndarray:
 def qat(art: Artifact, cfg: QATConfig, ctx: PassContext) -> PassResult:
     """Quantization-aware training of a checkpoint; the result is a QDQ ONNX file.
 
-    ``record.after.accuracy`` is measured on ONNX Runtime on the test split.
+    ``record.after.accuracy`` is measured on ONNX Runtime on the test split. The fine-tuning
+    runs on ``ctx.device``; capture, conversion and ONNX export run on the CPU.
 
     >>> result = qat(artifact, QATConfig(), PassContext(data, Path("runs/q")))  # doctest: +SKIP
     """
     from ..export import export_onnx
 
     model, ckpt = load_model(art)
+    device = resolve_device(ctx.device)
     with timed() as clock:
         before = model_stats(model, ctx.data, art.size_bytes)
         torch.manual_seed(cfg.seed)
         gm = prepare_qat(model, torch.as_tensor(ctx.data.train.x[:8]), cfg)
-        history = train_qat(gm, ctx.data, cfg, progress=ctx.progress)
+        history = train_qat(gm, ctx.data, cfg, progress=ctx.progress, device=device)
         with _quiet():
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -349,6 +371,7 @@ def qat(art: Artifact, cfg: QATConfig, ctx: PassContext) -> PassResult:
     details = {
         "format": "onnx-qdq",
         "runtime": "onnxruntime CPUExecutionProvider",
+        "device": describe_device(device),  # of the fine-tuning
         "qdq_nodes": _count_qdq(str(onnx_art.path)),
         "float_layers": left_float,
         "val_history": history,

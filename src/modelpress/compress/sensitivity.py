@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..artifact import Artifact
+from ..compute import check_device_spelling, describe_device, module_device, resolve_device
 from ..data.base import DataBundle
 from ..errors import ConfigError
 from ..metrics import accuracy
@@ -42,6 +43,7 @@ class SensitivityConfig:
     activations: str = "symmetric"  # int8 with zero point 0 | asymmetric: uint8
     top_k: int = 3  # how many layers to name as best kept in float
     seed: int = 0
+    device: str = "auto"  # where the model runs: auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -53,6 +55,7 @@ class SensitivityConfig:
             )
         if self.calibration < 1 or self.top_k < 0:
             raise ConfigError("SensitivityConfig: calibration must be >= 1 and top_k >= 0")
+        check_device_spelling(self.device)
 
 
 @dataclass
@@ -70,6 +73,7 @@ class SensitivityReport:
     base_accuracy: float
     layers: list[LayerSensitivity]  # most sensitive first
     keep_float: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where it was measured, in words
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,6 +179,9 @@ def sensitivity(
 ) -> SensitivityReport:
     """Rank the model's layers by the damage int8 quantization of each one alone does.
 
+    The model runs on ``cfg.device`` (``auto``: CUDA when torch sees a GPU); a model given in
+    comes back where it was.
+
     >>> report = sensitivity(artifact, data, SensitivityConfig(top_k=2))  # doctest: +SKIP
     >>> print(report.to_markdown())
     """
@@ -182,12 +189,26 @@ def sensitivity(
 
     cfg = cfg or SensitivityConfig()
     model = load_model(source)[0] if isinstance(source, Artifact) else source
-    split = getattr(data, cfg.split)
     names = quantizable_layers(model)
     if not names:
         raise ConfigError(
             f"{type(model).__name__} has no conv, linear, recurrent or embedding layer to analyse"
         )
+    device, home = resolve_device(cfg.device), module_device(model)
+    model.to(device)
+    try:
+        report = _rank_layers(model, names, data, cfg)
+    finally:
+        model.to(home)  # a model given in comes back where it was
+    report.device = describe_device(device)
+    return report
+
+
+def _rank_layers(
+    model: nn.Module, names: list[str], data: DataBundle, cfg: SensitivityConfig
+) -> SensitivityReport:
+    """:func:`sensitivity` with ``model`` on its device already."""
+    split = getattr(data, cfg.split)
     ranges = _input_ranges(model, names, data.calibration(cfg.calibration, seed=cfg.seed))
     ref = predict_logits(model, split.x)
     base = accuracy(ref, split.y)

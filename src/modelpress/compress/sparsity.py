@@ -169,8 +169,12 @@ def sparsify_model(
     data: DataBundle | None = None,
     seed: int = 0,
     progress: bool = False,
+    device: str = "auto",
 ) -> SparsityOutcome:
     """Zero weights of ``model`` in place (masks during fine-tuning, plain tensors after).
+
+    Fine-tuning runs on ``device`` (``auto``: CUDA when torch sees a GPU); masks and the model
+    come back on the CPU.
 
     >>> outcome = sparsify_model(model, SparsityConfig(sparsity=0.8, scope="layer"))  # doctest: +SKIP
     """
@@ -189,9 +193,14 @@ def sparsify_model(
         entry = {"target": round(target, 4)}
         if cfg.epochs_per_step:
             tcfg = TrainConfig(
-                epochs=cfg.epochs_per_step, lr=cfg.lr, patience=cfg.epochs_per_step, seed=seed
+                epochs=cfg.epochs_per_step,
+                lr=cfg.lr,
+                patience=cfg.epochs_per_step,
+                seed=seed,
+                device=device,
             )
-            entry["val_accuracy"] = train(model, data, tcfg, progress=progress).val_accuracy
+            result = train(model, data, tcfg, progress=progress)
+            entry["val_accuracy"], entry["device"] = result.val_accuracy, result.device
         history.append(entry)
     _make_permanent(targets)
     report = sparsity_report(model, cfg.ignore)
@@ -200,7 +209,9 @@ def sparsify_model(
         f"({report['all_params_sparsity']:.3f} of all parameters), stored dense: "
         "dense runtimes keep every zero in memory and multiply by it"
     ]
-    return SparsityOutcome(model=model, notes=notes, details={**report, "steps": history})
+    device_used = history[-1].get("device", "cpu") if history else "cpu"
+    details = {**report, "steps": history, "device": device_used}
+    return SparsityOutcome(model=model, notes=notes, details=details)
 
 
 def compressed_bytes(path: str | Path) -> int:
@@ -218,7 +229,9 @@ def sparsify(art: Artifact, cfg: SparsityConfig, ctx: PassContext) -> PassResult
     model, ckpt = load_model(art)
     before = model_stats(model, ctx.data, art.size_bytes)
     with timed() as clock:
-        outcome = sparsify_model(model, cfg, data=ctx.data, seed=ctx.seed, progress=ctx.progress)
+        outcome = sparsify_model(
+            model, cfg, data=ctx.data, seed=ctx.seed, progress=ctx.progress, device=ctx.device
+        )
     model.eval()
     acc = model_stats(model, ctx.data, 0).accuracy
     metrics = {"test_accuracy": acc, "sparsity": outcome.details["sparsity"]}
