@@ -173,6 +173,7 @@ def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -
                 "options": options,
                 "calibration": pipe.calibration,
                 "seed": pipe.recipe.seed,
+                "device": pipe.device,
                 "recovery_epochs": s.recovery_epochs,
                 "data_config": run.data.preprocessing["data_config"],
                 "trust": pipe.trust,

@@ -60,7 +60,14 @@ def prepare_trials(
 
         def do_prune(tmp: Path) -> dict[str, Any]:
             res = prune(
-                start, PruneConfig(**cfg), PassContext(data=data, out_dir=tmp, seed=task["seed"])
+                start,
+                PruneConfig(**cfg),
+                PassContext(
+                    data=data,
+                    out_dir=tmp,
+                    seed=task["seed"],
+                    device=task.get("device") or "auto",  # run --device; not in the cache key
+                ),
             )
             return {"artifact": artifact_to_manifest(res.artifact, tmp)}
 
