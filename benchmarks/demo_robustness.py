@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import measuring  # noqa: E402  (benchmarks/machine.py: header with load)
 
-from modelpress.gate import Policy, load_policy, rule_checks, run_gates  # noqa: E402
-from modelpress.results import Results, load_results  # noqa: E402
+from modelpress.measure.gate import Policy, load_policy, rule_checks, run_gates  # noqa: E402
+from modelpress.measure.results import Results, load_results  # noqa: E402
 
 # the margin each kind of gate must keep over the worst run, in the unit the report shows
 REQUIRED = {"min_accuracy": 0.5, "max_accuracy_drop": 0.5, "min_agreement": 0.01}

@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(a: argparse.Namespace):
     """The baseline, then ``a.runs`` A/A and A/B runs alternating, each gated against it."""
-    from modelpress.bench import BenchJob, BenchSettings, benchmark
-    from modelpress.gate import Policy, Regression, run_gates
+    from modelpress.measure.bench import BenchJob, BenchSettings, benchmark
+    from modelpress.measure.gate import Policy, Regression, run_gates
     from modelpress.targets import get_target
 
     policy = Policy(regression=Regression(tolerance=a.tolerance, confidence=a.confidence))

@@ -8,7 +8,7 @@ the GPU runtimes build, validate and time like the others?
    resnet8 teaching a half-width one), pruning to half the MACs with a fine-tune recovery, and
    QAT: seconds, accuracy, the device each recorded.
 3. The runtimes, on the GPU-trained checkpoint, each build and measurement in its own process
-   (``modelpress.bench.benchmark``, as ``modelpress bench`` does): torch on CPU and CUDA, ONNX
+   (``modelpress.measure.bench.benchmark``, as ``modelpress bench`` does): torch on CPU and CUDA, ONNX
    Runtime on CPU (fp32, int8) and with the CUDA provider (fp32, fp16), TensorRT fp32, fp16 and
    int8. Accuracy and agreement on the test split on the runtime itself, p50 end to end (host
    to host) and, for TensorRT, device compute alone (CUDA events). A runtime that is not
@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from machine import measuring
 
-from modelpress.bench import BenchJob, BenchSettings, benchmark, reference_logits
 from modelpress.checkpoint import save_trained
 from modelpress.compress.base import PassContext
 from modelpress.compress.distill import DistillConfig, distill, new_student
@@ -41,6 +40,7 @@ from modelpress.compress.prune import PruneConfig, prune
 from modelpress.compress.quantize import QATConfig, qat
 from modelpress.data import load_dataset
 from modelpress.fsutil import atomic_write_text
+from modelpress.measure.bench import BenchJob, BenchSettings, benchmark, reference_logits
 from modelpress.models import create_model
 from modelpress.train import TrainConfig, seed_everything, train
 

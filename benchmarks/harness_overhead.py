@@ -5,8 +5,8 @@ In one process, alternating rounds time:
 
 - *bare*: ``for _ in range(n): session.run(None, feeds)`` with the feeds dict built once, timed
   as a whole (the cheapest loop a user could write);
-- *harness*: :func:`modelpress.bench_worker.time_calls` on the call the harness times
-  (:func:`~modelpress.bench_worker.fast_call` of the target's runner, on the same session),
+- *harness*: :func:`modelpress.measure.worker.time_calls` on the call the harness times
+  (:func:`~modelpress.measure.worker.fast_call` of the target's runner, on the same session),
   timed as a whole too, so its own clock reads and bookkeeping count.
 
 Reported, as wall time and as CPU time of the process (``time.process_time``: with one ORT
@@ -16,7 +16,7 @@ the harness's reported median per call against the bare loop's CPU time per call
 the measurement inflates the number it reports; the bare loop's wall time would count the time
 other processes held the CPU). A third row times the harness loop on
 ``functools.partial(session.run, None, feeds)``: what a runner's optional ``prepare(x)`` hook
-(see :func:`modelpress.bench_worker.fast_call`) would give. Latency does not depend on the
+(see :func:`modelpress.measure.worker.fast_call`) would give. Latency does not depend on the
 weights, so an untrained seeded model is used unless ``--checkpoint`` is given.
 
     python benchmarks/harness_overhead.py [--rounds 31] [--calls 2000] [--out FILE]
@@ -60,7 +60,7 @@ def measure_rounds(variants: dict, rounds: int, calls: int) -> dict[str, dict[st
     A variant is ("bare", fn): ``for _ in range(calls): fn()``, or ("harness", fn): the
     harness's :func:`time_calls` on ``fn``. The order rotates every round.
     """
-    from modelpress.bench_worker import time_calls
+    from modelpress.measure.worker import time_calls
 
     out = {name: {"wall": [], "cpu": [], "p50": []} for name in variants}
     names = list(variants)
@@ -100,7 +100,7 @@ def measure(checkpoint: Path | None, rounds: int, calls: int) -> dict[str, dict[
     """The three loops of the digits resnet8 on one ONNX Runtime session (1 thread, batch 1)."""
     import functools
 
-    from modelpress.bench_worker import fast_call
+    from modelpress.measure.worker import fast_call
     from modelpress.targets import get_target
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from modelpress.bench import collect_environment
 from modelpress.errors import ConfigError
+from modelpress.measure.bench import collect_environment
 
 # what the benchmarks measure with, read from package metadata (nothing is imported)
 LIBRARIES = (

@@ -5,7 +5,7 @@
 
 Trains each registry model (recommended schedule, seed 0), then for every precision builds,
 validates on the ORT session itself (accuracy, agreement with the float torch model) and times
-it in a fresh worker process (1 intra-op thread, batch 1 and 32) through modelpress.bench.
+it in a fresh worker process (1 intra-op thread, batch 1 and 32) through modelpress.measure.bench.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 def measure(names: list[str], tmp: Path):
     """Train each model, then build, validate and time it at every precision (worker processes)."""
     from modelpress.baselines import fit
-    from modelpress.bench import BenchJob, BenchSettings, benchmark, reference_logits
     from modelpress.checkpoint import save_trained
     from modelpress.data import load_dataset
+    from modelpress.measure.bench import BenchJob, BenchSettings, benchmark, reference_logits
     from modelpress.models import MODELS
 
     jobs = []

@@ -115,7 +115,7 @@ def ort_call(path: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
 
 
 def ratio_text(slow: list[float], fast: list[float]) -> str:
-    from modelpress.stats import ratio_of_medians_ci
+    from modelpress.measure.stats import ratio_of_medians_ci
 
     ci = ratio_of_medians_ci(slow, fast)
     return f"{ci.ratio:.2f}x [{ci.low:.2f}, {ci.high:.2f}]"

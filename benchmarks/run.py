@@ -95,13 +95,13 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="redo every stage")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "headline.md")
     args = parser.parse_args()
-    from modelpress.pipeline import run
+    from modelpress.run import run
 
     with measuring(__file__) as measured:
         outcome = run(
             HERE / "suite.yaml", use_cache=not args.fresh, fresh_measurements=True, progress=True
         )
-    from modelpress.results import load_results
+    from modelpress.measure.results import load_results
 
     results = load_results(outcome.results_path)
     skipped = sorted(

@@ -304,7 +304,7 @@ def speedup(t: dict[str, list[float]]) -> float:
 
 
 def speedup_text(t: dict[str, list[float]]) -> str:
-    from modelpress.stats import ratio_of_medians_ci
+    from modelpress.measure.stats import ratio_of_medians_ci
 
     ci = ratio_of_medians_ci(t["dense"], t["pruned"])
     return f"{ci.ratio:.2f}x [{ci.low:.2f}, {ci.high:.2f}]"
@@ -388,7 +388,7 @@ def method(rounds: int) -> list[str]:
         f"order reversed every other round): {rounds} rounds at batch 1, {max(10, rounds // 4)}"
         " at batch 8, after a warm-up of a tenth as many calls (at least 5). p50 = median; "
         "the speed-up's interval is a moving-block bootstrap of the ratio of medians "
-        "(`modelpress.stats.ratio_of_medians_ci`). Text models take `input_ids` only (no "
+        "(`modelpress.measure.stats.ratio_of_medians_ci`). Text models take `input_ids` only (no "
         "attention mask: every token attends to every token).",
     ]
 

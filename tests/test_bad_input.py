@@ -83,7 +83,7 @@ def guard(monkeypatch):
     def reached(*args, **kwargs):
         raise Reached("the input was valid")
 
-    monkeypatch.setattr("modelpress.pipeline.Pipeline.__init__", reached)
+    monkeypatch.setattr("modelpress.run.pipeline.Pipeline.__init__", reached)
     monkeypatch.setattr("modelpress.baselines.fit", reached)
 
 
@@ -92,7 +92,7 @@ def guard(monkeypatch):
 
 def results_doc(samples: int = 40) -> dict:
     """A valid results document: one ok int8 record with two batch sizes."""
-    from modelpress.results import Environment, Latency, Record, Validation, new_results
+    from modelpress.measure.results import Environment, Latency, Record, Validation, new_results
 
     rng = np.random.default_rng(0)
 
@@ -636,7 +636,7 @@ def test_an_internal_error_in_a_run_exits_3_with_its_traceback_in_error_log(
     def broken(*args, **kwargs):
         raise RuntimeError("boom in the pipeline")
 
-    monkeypatch.setattr("modelpress.pipeline.Pipeline.__init__", broken)
+    monkeypatch.setattr("modelpress.run.pipeline.Pipeline.__init__", broken)
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "recipe.yaml"
     path.write_text(RECIPE)
@@ -660,7 +660,7 @@ def test_a_model_that_crashes_is_a_failed_model_exit_1_with_its_traceback_kept(
     def crash(self, label):
         raise RuntimeError(f"shapes do not match in {label}")
 
-    monkeypatch.setattr("modelpress.pipeline.Pipeline.model", crash)
+    monkeypatch.setattr("modelpress.run.pipeline.Pipeline.model", crash)
     path = tmp_path / "recipe.yaml"
     path.write_text(RECIPE)
     out = tmp_path / "out"
@@ -682,8 +682,8 @@ def test_an_internal_error_elsewhere_exits_3_with_runs_error_log(
     def broken(*args, **kwargs):
         raise KeyError("no such column")
 
-    monkeypatch.setattr("modelpress.report.markdown_report", broken)
-    monkeypatch.setattr("modelpress.gate.run_gates", broken)
+    monkeypatch.setattr("modelpress.measure.report.markdown_report", broken)
+    monkeypatch.setattr("modelpress.measure.gate.run_gates", broken)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["report", str(gate_files[0]), "--out", str(tmp_path / "rep")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
@@ -691,7 +691,9 @@ def test_an_internal_error_elsewhere_exits_3_with_runs_error_log(
     assert "no such column" in (tmp_path / "runs" / "error.log").read_text()
     assert not (tmp_path / "rep").exists()
     results, policy, _ = gate_files
-    assert gate.main([str(results), "--policy", str(policy)]) == 3  # python -m modelpress.gate
+    assert (
+        gate.main([str(results), "--policy", str(policy)]) == 3
+    )  # python -m modelpress.measure.gate
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

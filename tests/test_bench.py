@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from modelpress.artifact import Artifact
-from modelpress.bench import BenchJob, BenchSettings, benchmark, main
-from modelpress.bench_worker import fast_call, latency_entry, run_bench, slowed, time_calls
 from modelpress.errors import ConfigError
+from modelpress.measure.bench import BenchJob, BenchSettings, benchmark, main
+from modelpress.measure.results import load_results, save_results
+from modelpress.measure.worker import fast_call, latency_entry, run_bench, slowed, time_calls
 from modelpress.models import MODELS
-from modelpress.results import load_results, save_results
 
 FAST = BenchSettings(
     batch_sizes=(1, 4),
@@ -144,7 +144,7 @@ def test_bad_jobs_and_settings_are_config_errors(checkpoints):
 
 @pytest.mark.skipif(not HAS_ORT_TARGET, reason="the onnxruntime target is not in this tree yet")
 def test_cli_builds_measures_reports_and_gates(checkpoints, tmp_path):
-    from modelpress.gate import main as gate_main
+    from modelpress.measure.gate import main as gate_main
 
     art, _ = checkpoints["resnet8"]
     out = tmp_path / "results.json"

@@ -19,8 +19,7 @@ from modelpress.compress.quantize import QATConfig, prepare_qat, qat
 from modelpress.compress.sensitivity import SensitivityConfig, sensitivity
 from modelpress.compute import describe_device, move_graph_module, resolve_device
 from modelpress.errors import ConfigError
-from modelpress.recipe import load_recipe
-from modelpress.recipe_checks import check_devices
+from modelpress.run.recipe_checks import check_devices, load_recipe
 from modelpress.train import TrainConfig, predict_logits
 
 HAS_CUDA = torch.cuda.is_available()

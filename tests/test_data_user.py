@@ -389,7 +389,8 @@ def test_header_detection_property(names, classes, n, text_first):
 
 
 def test_recipe_with_user_data_keys_validates(tmp_path):
-    from modelpress.recipe import RecipeError, load_recipe
+    from modelpress.run.recipe import RecipeError
+    from modelpress.run.recipe_checks import load_recipe
 
     root = _npz(tmp_path / "d.npz", x=_pixels(20, 4, 4, 3), y=np.arange(20) % 2)
     body = """\

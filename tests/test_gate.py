@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from modelpress.errors import ConfigError
-from modelpress.gate import Policy, Regression, Rule, load_policy, main, parse_size, run_gates
-from modelpress.results import (
+from modelpress.measure.gate import (
+    Policy,
+    Regression,
+    Rule,
+    load_policy,
+    main,
+    parse_size,
+    run_gates,
+)
+from modelpress.measure.results import (
     Environment,
     Latency,
     Record,
@@ -282,7 +290,10 @@ def test_unknown_key_error_lists_the_valid_ones(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ({"kind": "something else"}, "not a modelpress results file"),
-        ({"kind": "modelpress.results", "schema_version": 0, "records": []}, "schema_version 0"),
+        (
+            {"kind": "modelpress.results", "schema_version": 0, "records": []},
+            "schema_version 0",
+        ),
         ({"kind": "modelpress.results", "schema_version": 99}, "schema_version 99"),
     ],
 )
@@ -318,7 +329,14 @@ def test_gate_as_a_module_exits_with_the_gate_code(files):
 
     res = files("results.json", make_results(make_record(accuracy=0.5)))
     proc = subprocess.run(
-        [sys.executable, "-m", "modelpress.gate", res, "--policy", files("gates.yaml", POLICY)],
+        [
+            sys.executable,
+            "-m",
+            "modelpress.measure.gate",
+            res,
+            "--policy",
+            files("gates.yaml", POLICY),
+        ],
         capture_output=True,
         text=True,
     )

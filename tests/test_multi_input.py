@@ -197,7 +197,8 @@ def test_a_one_input_spec_reads_and_writes_as_before():
     ],
 )
 def test_unknown_input_names_are_one_line_errors(tmp_path, names, words):
-    from modelpress.recipe import RecipeError, load_recipe
+    from modelpress.run.recipe import RecipeError
+    from modelpress.run.recipe_checks import load_recipe
 
     with pytest.raises(ConfigError, match=words):
         InputSpec("tokens", (16,), "int64", names=tuple(names))
@@ -246,8 +247,8 @@ benchmark: {batch_sizes: [1], min_calls: 3, min_seconds: 0.0, warmup_calls: 1}
 
 
 def test_a_two_input_model_and_its_onnx_file_run_through_a_recipe(tmp_path):
-    from modelpress.pipeline import run
-    from modelpress.results import load_results
+    from modelpress.measure.results import load_results
+    from modelpress.run import run
 
     shutil.copy(TESTS / "multi_input_nets.py", tmp_path / "multi_input_nets.py")
     (tmp_path / "reviews.csv").write_text(CSV)

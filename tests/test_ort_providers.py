@@ -47,7 +47,7 @@ def test_any_provider_value_parses_or_is_a_one_line_config_error(value):
 
 @pytest.mark.skipif(HAS_CUDA_EP, reason="onnxruntime-gpu is installed here")
 def test_a_missing_provider_is_a_clean_skip_with_what_to_install(trained_checkpoint, tmp_path):
-    from modelpress.bench_worker import run_bench
+    from modelpress.measure.worker import run_bench
 
     art, data = trained_checkpoint("resnet8")
     target = get_target("onnxruntime", providers=["cuda"])

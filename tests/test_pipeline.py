@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelpress.pipeline import run
-from modelpress.results import load_results
+from modelpress.measure.results import load_results
+from modelpress.run import run
 
 TESTS = Path(__file__).parent
 BENCH = "benchmark: {batch_sizes: [1, 8], min_calls: 5, min_seconds: 0.0, warmup_calls: 1}\n"

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from modelpress import bench, machine, progress
+from modelpress.measure.results import Record
 from modelpress.progress import Reporter, Task, reporter
-from modelpress.results import Record
 
 CONTROL = re.compile(r"[\x1b\r]")
 
@@ -187,7 +187,7 @@ def tiny(tmp_path_factory):
     from modelpress.checkpoint import save_trained
     from modelpress.data import load_dataset
     from modelpress.models import create_model
-    from modelpress.pipeline import ModelRun
+    from modelpress.run.state import ModelRun
 
     tmp = tmp_path_factory.mktemp("tiny")
     (tmp / "recipe.yaml").write_text(textwrap.dedent(RECIPE))
@@ -200,15 +200,15 @@ def tiny(tmp_path_factory):
 
 
 def _pipeline(tmp, log, **kw):
-    from modelpress.pipeline import Pipeline
-    from modelpress.recipe import load_recipe
+    from modelpress.run.pipeline import Pipeline
+    from modelpress.run.recipe_checks import load_recipe
 
     recipe, _ = load_recipe(tmp / "recipe.yaml")
     return Pipeline(recipe, tmp / "recipe.yaml", tmp / "out", log=log, **kw)
 
 
 def _jobs(run):
-    from modelpress.run_steps import Job
+    from modelpress.run.steps import Job
 
     opts = {"threads": 1}
     return [
@@ -218,7 +218,7 @@ def _jobs(run):
 
 
 def test_workers_report_each_artifact_in_the_parent(tiny, capsys):
-    from modelpress.run_steps import bench_all, build_all
+    from modelpress.run.steps import bench_all, build_all
 
     tmp, run = tiny
     log: list[str] = []
@@ -247,7 +247,7 @@ def test_workers_report_each_artifact_in_the_parent(tiny, capsys):
 
 
 def test_cached_records_keep_when_and_where_they_were_measured(tiny, capsys):
-    from modelpress.run_steps import bench_all, build_all
+    from modelpress.run.steps import bench_all, build_all
 
     tmp, run = tiny
     first_log: list[str] = []
@@ -285,7 +285,7 @@ def test_cached_records_keep_when_and_where_they_were_measured(tiny, capsys):
 
 
 def test_bench_cache_key_follows_the_machine(tiny, monkeypatch):
-    from modelpress.run_steps import bench_key, bench_settings
+    from modelpress.run.steps import bench_key, bench_settings
 
     tmp, run = tiny
     pipe = _pipeline(tmp, lambda s: None)

@@ -3,7 +3,8 @@ import textwrap
 import pytest
 from conftest import run_cli
 
-from modelpress.recipe import RecipeError, load_recipe
+from modelpress.run.recipe import RecipeError
+from modelpress.run.recipe_checks import load_recipe
 
 GOOD = """\
 name: t

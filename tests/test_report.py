@@ -5,9 +5,15 @@ import pytest
 from test_gate import make_record, make_results
 
 from modelpress import report
-from modelpress.report import html_report, main, markdown_report, markdown_table, write_report
-from modelpress.report_plots import family_figure, family_points, pareto_front
-from modelpress.results import Validation, load_results, save_results
+from modelpress.measure.report import (
+    html_report,
+    main,
+    markdown_report,
+    markdown_table,
+    write_report,
+)
+from modelpress.measure.report_plots import family_figure, family_points, pareto_front
+from modelpress.measure.results import Validation, load_results, save_results
 
 IMAGE = re.compile(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from modelpress.pipeline import Pipeline
-from modelpress.recipe import load_recipe
-from modelpress.run_parallel import chain_jobs, jobs, prepare, train_threads, training_jobs
-from modelpress.stages import StageMissing
+from modelpress.run.parallel import chain_jobs, jobs, prepare, train_threads, training_jobs
+from modelpress.run.pipeline import Pipeline
+from modelpress.run.recipe_checks import load_recipe
+from modelpress.run.stages import StageMissing
 
 RECIPE = """\
 name: par

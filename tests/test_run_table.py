@@ -7,7 +7,7 @@ from rich.console import Console
 from test_gate import make_record, make_results
 
 from modelpress.errors import TargetUnavailable, one_line
-from modelpress.run_table import print_summary, unavailable_lines, unavailable_reason
+from modelpress.run.table import print_summary, unavailable_lines, unavailable_reason
 from modelpress.targets.base import Availability
 
 TRT_WHY = "no CUDA GPU is visible (torch.cuda.is_available() is False)"

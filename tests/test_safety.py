@@ -122,9 +122,9 @@ def test_crafted_model_names_never_write_outside_the_out_folder(
 ):
     """A name is stored and digested with the checkpoint (the API writes any label), so the
     target, the pass output and the bench CLI must make it safe themselves."""
-    from modelpress.bench import jobs_from_args
     from modelpress.checkpoint import load_checkpoint
     from modelpress.compress.base import PassContext, save_pass_output
+    from modelpress.measure.bench import jobs_from_args
     from modelpress.targets.onnxruntime import OnnxRuntimeTarget
 
     _factory_module(tmp_path / "nets", "safety_nets_b")
@@ -189,8 +189,8 @@ def _recipe(folder: Path, models: str) -> Path:
 
 
 def _pipeline(recipe: Path, out: Path):
-    from modelpress.pipeline import Pipeline
-    from modelpress.recipe import load_recipe
+    from modelpress.run.pipeline import Pipeline
+    from modelpress.run.recipe_checks import load_recipe
 
     return Pipeline(load_recipe(recipe)[0], recipe, out, log=lambda s: None)
 
@@ -227,7 +227,7 @@ def test_recipe_without_factory_leaves_sys_path_alone(tmp_path, clean_imports):
     pipe.model("mine")
     assert sys.path == path_before
     assert pipe.trust == {"pythonpath": [], "factories": []}
-    from modelpress.bench_worker import trust
+    from modelpress.measure.worker import trust
 
     trust({"pythonpath": [str(folder)], "factories": []})  # nothing to import: nothing added
     assert sys.path == path_before
@@ -254,7 +254,7 @@ def test_bench_worker_imports_real_packages_and_the_factory(tmp_path, digits_ima
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "modelpress.bench_worker", str(job_file), str(out_file)],
+        [sys.executable, "-m", "modelpress.measure.worker", str(job_file), str(out_file)],
         cwd=work,
         capture_output=True,
         text=True,

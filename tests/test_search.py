@@ -7,7 +7,7 @@ import json
 
 from test_pipeline import BENCH, _recipe
 
-from modelpress.pipeline import run
+from modelpress.run import run
 
 SEARCH = (
     """\

@@ -25,10 +25,10 @@ from modelpress import stages
 from modelpress.artifact import Artifact
 from modelpress.data.base import DataBundle, InputSpec, Split
 from modelpress.errors import ArtifactError, ConfigError
-from modelpress.pipeline import run
-from modelpress.search_trials import ray_task_options
-from modelpress.stages import StageCache
-from modelpress.trial_transport import (
+from modelpress.run import run
+from modelpress.run.search_trials import ray_task_options
+from modelpress.run.stages import StageCache
+from modelpress.run.trial_transport import (
     adopt_stages,
     local_artifact,
     pack_artifact,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from modelpress.stats import (
+from modelpress.measure.stats import (
     block_bootstrap_medians,
     default_block,
     mann_whitney_greater,

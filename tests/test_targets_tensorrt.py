@@ -58,7 +58,7 @@ def test_an_engine_from_another_gpu_or_tensorrt_is_refused(tmp_path):
 @pytest.mark.tensorrt
 def test_runner_reuses_its_buffers_and_times_device_compute(trained_checkpoint, tmp_path):
     """One stream, buffers made once per batch size, and both timings of the bench worker."""
-    from modelpress.bench_worker import measure_batch
+    from modelpress.measure.worker import measure_batch
 
     art, data = trained_checkpoint("resnet8")
     target = get_target("tensorrt", opt_batch=8, max_batch=32)

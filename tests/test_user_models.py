@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from modelpress.errors import ConfigError
+from modelpress.measure.results import load_results
 from modelpress.model_io import adapt_output, infer_output, output_of, pick_logits
-from modelpress.pipeline import run
-from modelpress.results import load_results
+from modelpress.run import run
 
 TESTS = Path(__file__).parent
 BENCH = "benchmark: {batch_sizes: [1], min_calls: 3, min_seconds: 0.0, warmup_calls: 1}\n"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from modelpress.pipeline import run
-from modelpress.results import load_results
+from modelpress.measure.results import load_results
+from modelpress.run import run
 from modelpress.targets.litert import LiteRTTarget
 
 # transformers comes with litert-torch (the tflite extra), which the LiteRT half needs anyway

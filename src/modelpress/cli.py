@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _device_arg(p, "where every model and pass trains, whatever the recipe says")
 
-    from . import bench, gate, report
+    from .measure import bench, gate, report
 
     bench.configure_parser(
         sub.add_parser("bench", help="benchmark checkpoints on targets (fresh process each)")
@@ -178,7 +178,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_baselines(a: argparse.Namespace) -> int:
     from .baselines import train_baselines
-    from .report_table import print_baselines
+    from .measure.report_table import print_baselines
 
     names = [n.strip() for n in a.models.split(",") if n.strip()]
     out = a.out or Path("runs") / a.data / "baselines"
@@ -249,7 +249,7 @@ def cmd_datasets(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .pipeline import run
+    from .run.execute import run
 
     outcome = run(
         a.recipe,
@@ -302,7 +302,7 @@ def error_log_for(a: argparse.Namespace) -> Path:
         return DEFAULT_ERROR_LOG
     if a.out is not None:
         return Path(a.out) / "error.log"
-    from .recipe import load_recipe
+    from .run.recipe_checks import load_recipe
 
     return load_recipe(a.recipe)[0].out_dir() / "error.log"
 

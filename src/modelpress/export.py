@@ -12,9 +12,7 @@ artifact lists (and counts in its size).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import shutil
 import tempfile
 import warnings
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .artifact import Artifact, stage_id
 from .data.base import InputSpec
 from .errors import ArtifactError, BuildError
+from .quiet import quiet_logger
 
 if TYPE_CHECKING:  # torch is imported where a model is exported, not to read metadata
     import torch
@@ -307,18 +306,6 @@ def export_onnx(
 def _quiet_exporter():
     """Silence the exporter's INFO/WARNING chatter (e.g. 'torchvision is not installed')."""
     return quiet_logger("torch.onnx")
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str | None = None):
-    """Raise a logger (the root logger by default) to ERROR for the duration of a block."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -223,7 +223,7 @@ def reporter(enabled: bool | Reporter = True, stream: TextIO | None = None) -> R
 
 class WorkerProgress:
     """Per-artifact progress of one worker process's jobs, fed by its events (see
-    :func:`modelpress.bench.run_worker`): ``artifact i/n: <name> <verb> (x s)`` with an ETA.
+    :func:`modelpress.measure.bench.run_worker`): ``artifact i/n: <name> <verb> (x s)`` with an ETA.
 
     A job is counted once, whether its ``done`` event came or (the worker died) only its result.
     """

@@ -18,12 +18,8 @@ matmuls and LayerNorm stay float; the record's ``float_layers`` lists every one 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import math
-import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -37,6 +33,7 @@ from ..compute import describe_device, module_device, move_graph_module, resolve
 from ..data.base import DataBundle, Split
 from ..errors import BuildError, ConfigError
 from ..metrics import accuracy
+from ..quiet import quiet_logger
 from .base import (
     ModelStats,
     PassContext,
@@ -79,18 +76,9 @@ class QATConfig:
         return {**asdict(self), "keep_float": list(self.keep_float)}
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet():
     """torchao logs a warning per optional CUDA kernel library it cannot load on CPU."""
-    logger = logging.getLogger("torchao")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet_logger("torchao", warnings_too=True)
 
 
 def _quantizer(cfg: QATConfig):

@@ -29,15 +29,8 @@ with :func:`read_meta`. Per-layer localisation of a quantized file: :mod:`.liter
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
-import logging
-import os
-import sys
-import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +41,7 @@ from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..errors import ArtifactError, ConfigError, one_line
 from ..feeds import numpy_feeds
+from ..quiet import quiet
 from .base import Availability, Runner, TargetInfo, check_precision, safe_stem
 from .litert_meta import read_meta, write_with_meta
 
@@ -84,71 +78,6 @@ class LiteRTConfig:
             raise ConfigError(
                 f"litert runtime {self.runtime!r} is unknown; choose one of {RUNTIMES}"
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# quiet native code: litert-torch, ai-edge-quantizer and the interpreter print to fds 1 and 2
-
-
-@contextlib.contextmanager
-def quiet(sink: list[str] | None = None) -> Iterator[None]:
-    """Silence Python and native (C++) output; what was printed is appended to ``sink``."""
-    env_key = "LITERT_TORCH_SHOW_PROGRESS"
-    old_env = os.environ.get(env_key)
-    os.environ[env_key] = "n"
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    root = logging.getLogger()
-    level = root.level
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            os.dup2(tmp.fileno(), 1)
-            os.dup2(tmp.fileno(), 2)
-            root.setLevel(logging.ERROR)
-            with (
-                warnings.catch_warnings(),
-                contextlib.redirect_stdout(_FdWriter(1)),
-                contextlib.redirect_stderr(_FdWriter(2)),
-            ):
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            root.setLevel(level)
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            if old_env is None:
-                os.environ.pop(env_key, None)
-            else:
-                os.environ[env_key] = old_env
-            if sink is not None:
-                tmp.seek(0)
-                sink.append(tmp.read().decode("utf-8", "replace"))
-
-
-class _FdWriter:
-    """A text stream onto a raw fd (pytest and rich may have replaced sys.stdout)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def write(self, text: str) -> int:
-        os.write(self.fd, text.encode("utf-8", "replace"))
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def close(self) -> None:  # a logging handler created inside quiet() may hold us
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

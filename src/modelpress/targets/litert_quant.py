@@ -25,7 +25,7 @@ from .. import __version__
 from ..data.base import InputSpec
 from ..errors import BuildError, ModelPressError, one_line
 from ..export import deployment_meta, dynamic_shapes, example_inputs
-from .litert import quiet
+from ..quiet import quiet
 
 QUANTIZE, DEQUANTIZE = "QUANTIZE", "DEQUANTIZE"
 INT_TYPES = ("INT8", "UINT8", "INT16")

@@ -42,11 +42,11 @@ from ..export import (
     deployment_meta,
     export_onnx,
     onnx_files,
-    quiet_logger,
     read_onnx_meta,
     write_onnx_meta,
 )
 from ..feeds import CalibrationFeeds, graph_feeds
+from ..quiet import quiet_logger
 from . import ort_providers
 from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
 

@@ -1,6 +1,6 @@
 """Search trials on nodes that share no filesystem with the driver: everything travels by value.
 
-A Ray task of the search (:func:`modelpress.search_trials.prepare_ratio_by_value`) gets its
+A Ray task of the search (:func:`modelpress.run.search_trials.prepare_ratio_by_value`) gets its
 inputs as plain values that Ray's object store carries to any node: the start artifact's files
 (names and bytes), the data set's arrays (put once per model, shared by its tasks) and the source
 files of the user's factory modules. The worker writes them into its own temporary folder, runs the trial
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import Artifact
-from .data.base import DataBundle, InputSpec, Split
-from .errors import ArtifactError
+from ..artifact import Artifact
+from ..data.base import DataBundle, InputSpec, Split
+from ..errors import ArtifactError
 from .stages import MANIFEST, StageCache, artifact_from_manifest, artifact_to_manifest
 
 Packed = dict[str, Any]  # JSON-able values, bytes and numpy arrays only
@@ -151,7 +151,7 @@ def pack_code(trust: dict[str, list[str]]) -> Packed:
 
 def unpack_code(packed: Packed, folder: Path) -> dict[str, list[str]]:
     """Write the factory sources under ``folder``; the trust record that names it (the form of
-    :attr:`modelpress.pipeline.Pipeline.trust`)."""
+    :attr:`modelpress.run.pipeline.Pipeline.trust`)."""
     _write_files(folder, packed["files"])
     factories = list(packed["factories"])
     return {"pythonpath": [str(folder.resolve())] if factories else [], "factories": factories}

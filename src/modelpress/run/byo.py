@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .artifact import Artifact
-from .data.base import DataBundle, InputSpec
-from .errors import ConfigError
-from .fsutil import sha256_file
+from ..artifact import Artifact
+from ..data.base import DataBundle, InputSpec
+from ..errors import ConfigError
+from ..fsutil import sha256_file
 from .stages import artifact_from_manifest, artifact_to_manifest
+from .state import ModelRun
 
 if TYPE_CHECKING:
-    from .pipeline import ModelRun, Pipeline
+    from .pipeline import Pipeline
     from .recipe import ModelSection
 
 
@@ -79,7 +80,6 @@ def _resolve(pipe: Pipeline, value: str) -> Path:
 
 
 def import_model(pipe: Pipeline, label: str, m: ModelSection) -> ModelRun:
-    from .pipeline import ModelRun
 
     spec = _spec(m)
     data = pipe.data(m.view or spec.kind)
@@ -105,10 +105,10 @@ def import_model(pipe: Pipeline, label: str, m: ModelSection) -> ModelRun:
 
 
 def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
-    from .checkpoint import save_trained
-    from .factory import add_factory_folder, allow_factory, build_from_factory
-    from .model_io import adapt_output, infer_output, pick_logits
-    from .train import evaluate
+    from ..checkpoint import save_trained
+    from ..factory import add_factory_folder, allow_factory, build_from_factory
+    from ..model_io import adapt_output, infer_output, pick_logits
+    from ..train import evaluate
 
     add_factory_folder(pipe.recipe_path.parent)
     allow_factory(m.factory)
@@ -168,7 +168,7 @@ def _import_factory(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifa
 
 
 def _check_onnx_names(src: Path, names: tuple[str, ...], where: str) -> None:
-    from .onnx_inputs import graph_inputs
+    from ..onnx_inputs import graph_inputs
 
     given = [name for name, _, _ in graph_inputs(src)]
     if names and sorted(given) != sorted(names):
@@ -179,13 +179,13 @@ def _check_onnx_names(src: Path, names: tuple[str, ...], where: str) -> None:
 
 
 def _import_onnx(pipe: Pipeline, label: str, m: ModelSection, data) -> Artifact:
-    from .export import check_external_data, copy_onnx, onnx_files, write_onnx_meta
+    from ..export import check_external_data, copy_onnx, onnx_files, write_onnx_meta
 
     src = _resolve(pipe, m.onnx)
     if not src.is_file():
         raise ConfigError(f"models.{label}.onnx: {src} does not exist")
     check_external_data(src)  # a user's file: its external data must stay beside it
-    from .onnx_inputs import check_onnx_input
+    from ..onnx_inputs import check_onnx_input
 
     names = tuple(m.input.names)
     where = f"models.{label}.onnx"

@@ -5,7 +5,7 @@ process) names this machine by a short hash; the benchmark stage's cache key inc
 every measured record carries it, so a copied ``runs/`` folder never passes another machine's
 latencies off as this one's.
 
->>> from modelpress.machine import machine_fingerprint
+>>> from modelpress.measure.machine import machine_fingerprint
 >>> m = machine_fingerprint()
 >>> len(m.id)
 12

@@ -204,7 +204,7 @@ def _child(payload: dict[str, Any]) -> int:
 
 def _child_job(payload: dict[str, Any]) -> int:
     from .pipeline import Pipeline
-    from .recipe import load_recipe
+    from .recipe_checks import load_recipe
 
     set_train_threads()
     recipe, _ = load_recipe(payload["recipe"])

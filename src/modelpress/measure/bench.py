@@ -1,14 +1,14 @@
 """Benchmark harness: every (artifact, target) measured in a fresh subprocess.
 
 For each :class:`BenchJob` the harness (optionally) builds the artifact with its target in one
-worker process, then loads, validates and times it in another (:mod:`modelpress.bench_worker`):
+worker process, then loads, validates and times it in another (:mod:`modelpress.measure.worker`):
 load time; accuracy and parity on the real test split, on the runtime itself; per-call latency
 at batch 1 and a larger batch (p50/p90/p99 over at least ``min_calls`` calls AND at least
 ``min_seconds``, MLPerf-style, warm-up excluded, raw samples kept); throughput; peak memory of the
 worker; bytes on disk; thread settings. A target that fails is a ``failed`` row with its reason;
 an unavailable runtime is a ``skipped`` row; neither stops the table.
 
->>> from modelpress.bench import BenchJob, BenchSettings, benchmark       # doctest: +SKIP
+>>> from modelpress.measure.bench import BenchJob, BenchSettings, benchmark       # doctest: +SKIP
 >>> from modelpress.checkpoint import load_checkpoint
 >>> art = load_checkpoint("runs/digits/resnet8.safetensors").artifact
 >>> res = benchmark([BenchJob(art, "onnxruntime", "fp32", {"threads": 1}, build=True)],
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import Artifact
-from .errors import ConfigError, one_line
+from ..artifact import Artifact
+from ..errors import ConfigError, one_line
 from .machine import cpu_model, machine_fingerprint, usable_cores, versions
 from .results import Environment, Record, Results, new_results
 
@@ -109,7 +109,7 @@ class BenchJob:
     slowdown: float = 0.0
 
     def __post_init__(self) -> None:
-        from .targets import TARGETS
+        from ..targets import TARGETS
 
         if self.target not in TARGETS:
             raise ConfigError(f"unknown target {self.target!r}; known: {', '.join(TARGETS)}")
@@ -125,7 +125,7 @@ class BenchJob:
 
 
 def _family(model: str) -> str:
-    from .models import MODELS
+    from ..models import MODELS
 
     entry = MODELS.get(model)
     return entry.family if entry else ""
@@ -155,10 +155,10 @@ def run_worker(
     """Run one worker process on ``payload``; a crash or timeout becomes a failed result.
 
     ``on_event`` receives the worker's progress events (``start``/``done`` of each job, see
-    :func:`modelpress.bench_worker.emit`) in this thread, while the worker runs. ``env``: extra
+    :func:`modelpress.measure.worker.emit`) in this thread, while the worker runs. ``env``: extra
     environment variables of the worker (thread counts). The worker runs with ``-P``: the current
     folder is not put on its import path, so a stray ``json.py`` there cannot shadow a package."""
-    from .bench_worker import PROGRESS_PREFIX
+    from .worker import PROGRESS_PREFIX
 
     job_file = workdir / f"job-{time.monotonic_ns()}.json"
     out_file = job_file.with_suffix(".out.json")
@@ -168,7 +168,7 @@ def run_worker(
         sys.executable,
         *safe_path,
         "-m",
-        "modelpress.bench_worker",
+        "modelpress.measure.worker",
         str(job_file),
         str(out_file),
     ]
@@ -267,7 +267,7 @@ def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float
 
 def unsupported_precision(job: BenchJob) -> str:
     """Why ``job.target`` cannot build ``job.precision`` ('' if it can or cannot tell)."""
-    from .targets import get_target
+    from ..targets import get_target
 
     try:
         precisions = getattr(get_target(job.target, **job.target_options), "precisions", ())
@@ -318,7 +318,7 @@ def benchmark(
     log: Callable[[str], None] | None = None,
 ) -> Results:
     """Measure every job, one after the other (never two at once: they would share the CPU)."""
-    from .progress import format_seconds
+    from ..progress import format_seconds
 
     settings = settings or BenchSettings()
     records, start = [], time.perf_counter()
@@ -349,10 +349,10 @@ def reference_logits(checkpoint: Artifact, out: str | Path) -> Path:
     """
     import io
 
-    from .data import DataConfig, load_dataset
-    from .fsutil import atomic_write_bytes
-    from .targets import get_target
-    from .validate import predict_all
+    from ..data import DataConfig, load_dataset
+    from ..fsutil import atomic_write_bytes
+    from ..targets import get_target
+    from ..validate import predict_all
 
     cfg = (checkpoint.meta.get("preprocessing") or {}).get("data_config")
     if not cfg:
@@ -395,8 +395,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
-    from .checkpoint import read_meta
-    from .targets.base import safe_stem  # names from a checkpoint: never paths
+    from ..checkpoint import read_meta
+    from ..targets.base import safe_stem  # names from a checkpoint: never paths
 
     jobs = []
     options = {"threads": a.threads} if a.threads else {}
@@ -450,8 +450,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m modelpress.bench CHECKPOINT... [--targets ...]``."""
-    from .exits import standalone
+    """``python -m modelpress.measure.bench CHECKPOINT... [--targets ...]``."""
+    from ..exits import standalone
 
     return standalone("modelpress bench", __doc__, configure_parser, cmd_bench, argv)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .run_steps import (
+from .steps import (
     Group,
     Job,
     bench_groups,
@@ -25,8 +25,9 @@ from .run_steps import (
 )
 
 if TYPE_CHECKING:
-    from .pipeline import ModelRun, Pipeline
-    from .results import Record, Results
+    from ..measure.results import Record, Results
+    from .pipeline import Pipeline
+    from .state import ModelRun
 
 
 def jobs_for(
@@ -75,8 +76,8 @@ class Plan:
 
 def unavailable(target: str, options: dict) -> str | None:
     """Why ``target`` cannot run on this machine (checked here, before any worker starts)."""
-    from .errors import ModelPressError
-    from .targets import get_target
+    from ..errors import ModelPressError
+    from ..targets import get_target
 
     try:
         get_target(target, **options).availability().require(target)
@@ -134,10 +135,10 @@ def benchmark_all(
     ``failed``: rows of models that failed before any artifact, reported with the rest."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .bench import collect_environment
-    from .results import new_results
-    from .run_parallel import jobs as parallel_jobs
-    from .run_parallel import train_threads
+    from ..measure.bench import collect_environment
+    from ..measure.results import new_results
+    from .parallel import jobs as parallel_jobs
+    from .parallel import train_threads
 
     plans = plan_all(pipe, models)
     env = {"OMP_NUM_THREADS": str(train_threads())}

@@ -31,18 +31,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import ConfigError, one_line
-from .feeds import names_problem
-from .userinput import (
+from ..errors import ConfigError, one_line
+from ..feeds import names_problem
+from ..userinput import (
     NAME_RULE,
-    first_bad_number,
     key_path,
     name_problem,
     path_problem,
 )
-from .yamlfile import LineMap, load_yaml
+from ..yamlfile import LineMap
 
 PASSES = ("distill", "prune", "sparsity", "qat", "fp16")
 KNOWN_TARGETS = ("torch", "onnxruntime", "litert", "tensorrt")
@@ -306,30 +305,6 @@ def _pydantic_message(err: dict[str, Any], root: type[BaseModel]) -> str:
         shown = repr(err["input"])
         msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return msg
-
-
-def load_recipe(path: str | Path) -> tuple[Recipe, _Lines]:
-    """Parse and validate a recipe (structure here, semantics in recipe_checks.check_recipe);
-    every problem is one :class:`RecipeError` line with the file, line and key path."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist; see recipes/digits.yaml for an example")
-    data, lines = load_yaml(path, RecipeError)
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise fail(path, lines, (), f"the file is {kind}; a recipe is a mapping with models:")
-    bad = first_bad_number(data, skip=("gates",))  # gates: a policy, validated as one below
-    if bad is not None:
-        raise fail(path, lines, bad[0], bad[1])
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise fail(path, lines, tuple(err["loc"]), _pydantic_message(err, Recipe)) from exc
-    from .recipe_checks import check_recipe
-
-    check_recipe(recipe, path, lines)
-    return recipe, lines
 
 
 def pass_name(entry: dict[str, Any]) -> str:

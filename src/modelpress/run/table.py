@@ -6,7 +6,7 @@ line each under the table (why, and how to enable them) instead of one row per a
 failed or skipped rows stay, with their reasons listed under the table. Without a terminal (CI
 logs) the output is plain text: no colour, no control codes.
 
->>> from modelpress.run_table import print_summary                   # doctest: +SKIP
+>>> from modelpress.run.table import print_summary                   # doctest: +SKIP
 >>> print_summary("digits", models, load_results("runs/digits/results.json"))
 """
 
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .pipeline import ModelRun
-    from .results import Record, Results
+    from ..measure.results import Record, Results
+    from .state import ModelRun
 
 MAX_WIDTH = 100
 COLUMNS = ("model", "tgt", "prec", "status", "acc %", "Δpt", "size", "×sm", "p50ms", "×fast")
@@ -202,7 +202,7 @@ def _ms(x: float) -> str:
 
 
 def _row(r: Record, base: Record | None, batch: int) -> list[str]:
-    from .report_table import human_bytes
+    from ..measure.report_table import human_bytes
 
     head = [r.model, TARGETS.get(r.target, r.target), PRECISIONS.get(r.precision, r.precision)]
     if r.status != "ok":

@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .artifact import Artifact, stage_id
-from .fsutil import atomic_write_text
+from .. import __version__
+from ..artifact import Artifact, stage_id
+from ..fsutil import atomic_write_text
 
 MANIFEST = "stage.json"
 

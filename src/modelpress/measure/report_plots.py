@@ -7,7 +7,7 @@ to it when it had to move away); the HTML report lists the numbers in a key unde
 The Pareto front of each panel is drawn in red: lower drop and lower latency / size are better.
 Plots use matplotlib's Agg canvas directly (no pyplot, no global state).
 
->>> from modelpress.report_plots import family_points, plot_family   # doctest: +SKIP
+>>> from modelpress.measure.report_plots import family_points, plot_family   # doctest: +SKIP
 >>> for fam in family_points(load_results("results.json")):
 ...     png_base64 = plot_family(fam)
 """

@@ -7,7 +7,7 @@ samples (microseconds, in call order), because regressions are judged on distrib
 Schema history: version 1 is the first. A file of another version, or one that does not match
 the schema, is refused with a one-line :class:`~modelpress.errors.ConfigError` (CLI exit 2).
 
->>> from modelpress.results import load_results                 # doctest: +SKIP
+>>> from modelpress.measure.results import load_results                 # doctest: +SKIP
 >>> res = load_results("results.json")
 >>> [(r.model, r.target, r.status) for r in res.records]
 """
@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError, one_line
-from .fsutil import atomic_write_text
-from .userinput import key_path, walk
+from ..errors import ConfigError, one_line
+from ..fsutil import atomic_write_text
+from ..userinput import key_path, walk
 
 KIND = "modelpress.results"
 SCHEMA_VERSION = 1

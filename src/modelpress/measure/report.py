@@ -3,12 +3,11 @@
 - :func:`markdown_table` / :func:`write_report`: one row per (artifact, target), failed and
   skipped rows with their reason, and the Pareto fronts of each model family; a self-contained
   HTML file: per family, accuracy drop vs p50 latency and vs size on disk with the front marked
-  and a key of the numbered points (plots from :mod:`modelpress.report_plots`, embedded as
+  and a key of the numbered points (plots from :mod:`modelpress.measure.report_plots`, embedded as
   base64 PNG), then the table.
-- :func:`gate_junit_xml`, :func:`gate_markdown`, :func:`print_gate`: a gate run as JUnit XML
-  (one testcase per check, so CI systems list every gate), markdown and a terminal table.
+(A gate run's JUnit XML, markdown and terminal table are in :mod:`.gate_format`.)
 
->>> from modelpress.report import write_report                        # doctest: +SKIP
+>>> from modelpress.measure.report import write_report                        # doctest: +SKIP
 >>> md, html = write_report(load_results("results.json"), "report/")
 """
 
@@ -19,16 +18,11 @@ import html
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-from xml.etree import ElementTree as ET
 
-from .fsutil import atomic_write_text
+from ..fsutil import atomic_write_text
 from .report_plots import FamilyPoints, family_points, plot_family
 from .report_table import human_bytes
 from .results import Results
-
-if TYPE_CHECKING:
-    from .gate import GateReport
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -204,78 +198,6 @@ def write_report(results: Results, out_dir: str | Path, stem: str = "report") ->
     return md, page
 
 
-def gate_junit_xml(report: GateReport) -> str:
-    """JUnit XML: one testcase per check; failures, errors and skips with their message."""
-    suite = ET.Element(
-        "testsuite",
-        name="modelpress.gate",
-        tests=str(len(report.checks)),
-        failures=str(report.count("fail")),
-        errors=str(report.count("error")),
-        skipped=str(report.count("skip")),
-        time="0",
-    )
-    for c in report.checks:
-        case = ET.SubElement(
-            suite, "testcase", classname="gate." + c.record.replace("/", "."), name=c.name, time="0"
-        )
-        text = f"measured: {c.measured}\nthreshold: {c.threshold}\n{c.message}"
-        if c.status == "fail":
-            ET.SubElement(case, "failure", message=c.message, type="GateFailed").text = text
-        elif c.status == "error":
-            ET.SubElement(case, "error", message=c.message, type="GateError").text = text
-        elif c.status == "skip":
-            ET.SubElement(case, "skipped", message=c.message)
-        if c.details:
-            ET.SubElement(case, "system-out").text = "\n".join(
-                f"{k}: {v}" for k, v in c.details.items()
-            )
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _cell(v: object) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)
-
-
-def gate_markdown(report: GateReport) -> str:
-    lines = [
-        "| status | record | check | measured | threshold | message |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c in report.checks:
-        cells = (c.status, c.record, c.name, _cell(c.measured), _cell(c.threshold), c.message)
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
-    return "\n".join([*lines, "", f"**{report.summary()}**"])
-
-
-def print_gate(report: GateReport, quiet: bool = False) -> None:
-    """The checks as a terminal table (failures and errors first), then the summary line."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not quiet:
-        style = {"pass": "green", "fail": "bold red", "error": "bold magenta", "skip": "yellow"}
-        table = Table(title="modelpress gate")
-        for col in ("status", "record", "check", "measured", "threshold", "message"):
-            table.add_column(col, overflow="fold")
-        order = {"error": 0, "fail": 1, "skip": 2, "pass": 3}
-        for c in sorted(report.checks, key=lambda c: order[c.status]):
-            table.add_row(
-                f"[{style[c.status]}]{c.status}[/]",
-                c.record,
-                c.name,
-                _cell(c.measured),
-                _cell(c.threshold),
-                c.message,
-            )
-        console.print(table)
-    console.print(report.summary(), highlight=False)
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``modelpress report`` (for cli.py's subparser)."""
     p.add_argument("results", type=Path, help="results.json written by `modelpress bench`")
@@ -295,8 +217,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m modelpress.report RESULTS [--out DIR]``."""
-    from .exits import standalone
+    """``python -m modelpress.measure.report RESULTS [--out DIR]``."""
+    from ..exits import standalone
 
     return standalone("modelpress report", __doc__, configure_parser, cmd_report, argv)
 

@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifact import Artifact
+from ..artifact import Artifact
 from .search_trials import prepare_locally, prepare_on_ray
 
 if TYPE_CHECKING:
-    from .pipeline import ModelRun, Pipeline
+    from .pipeline import Pipeline
+    from .state import ModelRun
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _start(run: ModelRun) -> Artifact:
 def _sensitive_layers(pipe: Pipeline, run: ModelRun, start: Artifact, k: int) -> list[str]:
     if k <= 0:
         return []
-    from .compress.sensitivity import SensitivityConfig, sensitivity
+    from ..compress.sensitivity import SensitivityConfig, sensitivity
 
     def build(tmp: Path) -> dict[str, Any]:
         report = sensitivity(start, run.data, SensitivityConfig(top_k=k))
@@ -139,7 +140,7 @@ def _sensitive_layers(pipe: Pipeline, run: ModelRun, start: Artifact, k: int) ->
 
 
 def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -> SearchResult:
-    from .run_steps import reference
+    from .steps import reference
 
     s = pipe.recipe.search
     options = pipe.recipe.targets[s.target].options if s.target in pipe.recipe.targets else {}
@@ -200,7 +201,7 @@ def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -
 
 def _measure(pipe: Pipeline, run: ModelRun, s, options: dict, ref, prepared) -> list[Trial]:
     """Validate and time every prepared trial, one at a time, in one fresh worker process."""
-    from .run_steps import Job, bench_all, bench_settings
+    from .steps import Job, bench_all, bench_settings
 
     trials, jobs = [], []
     for ratio, entries in zip(s.prune_ratios, prepared):

@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifact import Artifact
-from .fsutil import atomic_write_text
+from ..artifact import Artifact
+from ..fsutil import atomic_write_text
+from ..targets import build_identity
 from .stages import artifact_from_manifest, artifact_to_manifest
-from .targets import build_identity
+from .state import RunOutcome
 
 if TYPE_CHECKING:
-    from .pipeline import ModelRun, Pipeline, RunOutcome
-    from .progress import WorkerProgress
-    from .results import Record, Results
+    from ..measure.results import Record, Results
+    from ..progress import WorkerProgress
+    from .pipeline import Pipeline
+    from .state import ModelRun
 
 WORKER_TIMEOUT_S = 1800.0
 
@@ -45,7 +47,7 @@ class Job:
 
 
 def bench_settings(pipe: Pipeline):
-    from .bench import BenchSettings
+    from ..measure.bench import BenchSettings
 
     return BenchSettings(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in pipe.recipe.benchmark.items()}
@@ -55,7 +57,7 @@ def bench_settings(pipe: Pipeline):
 def reference(pipe: Pipeline, run: ModelRun) -> Path | None:
     """The float baseline's test logits (.npy): the reference every artifact is compared to
     (a torch checkpoint's own run, or an imported .onnx file's fp32 run on ONNX Runtime)."""
-    from .bench import reference_logits
+    from ..measure.bench import reference_logits
 
     if run.baseline.format not in ("torch", "onnx"):
         return None
@@ -79,7 +81,7 @@ def _in_worker(
 ) -> list[dict[str, Any]]:
     """Run payloads in one fresh process; if it dies, retry each alone to isolate the culprit.
     ``progress`` counts each job as the worker reports it done (or as its result comes back)."""
-    from .bench import run_worker
+    from ..measure.bench import run_worker
 
     if not payloads:
         return []
@@ -109,7 +111,7 @@ def _in_worker(
 
 
 def _progress(pipe: Pipeline, title: str, names: list[str], verb: str) -> WorkerProgress:
-    from .progress import WorkerProgress, reporter
+    from ..progress import WorkerProgress, reporter
 
     return WorkerProgress(reporter(pipe.progress), title, names, verb)
 
@@ -190,7 +192,7 @@ def build_all(
 def bench_key(pipe: Pipeline, job: Job, target: str, options: dict, ref, settings) -> str:
     """The benchmark stage's cache key: the artifact, how it is measured, and on which machine
     (a copied cache never passes another machine's latencies off as this one's)."""
-    from .machine import machine_fingerprint
+    from ..measure.machine import machine_fingerprint
 
     config = {
         "target": target,
@@ -239,7 +241,7 @@ def bench_groups(
 
     A cached record keeps when and where it was measured; ``from_cache`` collects those records.
     With ``pipe.fresh_measurements`` the cache is not read: every artifact is measured now."""
-    from .results import Record
+    from ..measure.results import Record
 
     settings = settings or bench_settings(pipe)
     records: dict[tuple[int, int], Record] = {}
@@ -271,7 +273,7 @@ def bench_groups(
 
 def _measure(pipe: Pipeline, target: str, todo: list, settings) -> dict[tuple, Record]:
     """Measure the ``todo`` jobs (index, group, job, cache key) in one worker; cache each record."""
-    from .bench import BenchJob, _record
+    from ..measure.bench import BenchJob, _record
 
     start = time.perf_counter()
     pipe.log(f"  [run]    measure on {target}: {len(todo)} artifact(s) ...")
@@ -315,7 +317,7 @@ def _measure(pipe: Pipeline, target: str, todo: list, settings) -> dict[tuple, R
 def measured_when(records: list[Record]) -> str:
     """When (UTC) and where cached records were measured, e.g. 'measured 2025-01-02 10:04 UTC
     on this machine (3f2a9c0d11e2)'."""
-    from .machine import machine_fingerprint
+    from ..measure.machine import machine_fingerprint
 
     stamps = sorted(r.measured_at for r in records if r.measured_at)
     if not stamps:
@@ -337,7 +339,7 @@ def _ref_id(ref: Path | None) -> str | None:
 def failed_record(
     run: ModelRun, label: str, target: str, precision: str, info: dict[str, Any]
 ) -> Record:
-    from .results import Record
+    from ..measure.results import Record
 
     return Record(
         model=label,
@@ -350,7 +352,7 @@ def failed_record(
 
 
 def _policy(pipe: Pipeline):
-    from .gate import Policy, load_policy
+    from ..measure.gate import Policy, load_policy
 
     gates = pipe.recipe.gates
     if gates is None:
@@ -366,10 +368,10 @@ def _policy(pipe: Pipeline):
 def finish(
     pipe: Pipeline, models: list[ModelRun], results: Results, search: Any = None
 ) -> RunOutcome:
-    from .gate import run_gates
-    from .pipeline import RunOutcome
-    from .report import gate_junit_xml, print_gate, write_report
-    from .results import save_results
+    from ..measure.gate import run_gates
+    from ..measure.gate_format import gate_junit_xml, print_gate
+    from ..measure.report import write_report
+    from ..measure.results import save_results
 
     out = pipe.out
     results_path = save_results(results, out / "results.json")
@@ -384,7 +386,7 @@ def finish(
         for run in models
     }
     atomic_write_text(out / "passes.json", json.dumps(passes, indent=2, default=str))
-    from .run_table import print_summary
+    from .table import print_summary
 
     print_summary(pipe.recipe.name, models, results)
     if search is not None:

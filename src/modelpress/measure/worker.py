@@ -1,9 +1,9 @@
 """The subprocess side of the benchmark harness: one fresh process per (artifact, target).
 
-``python -m modelpress.bench_worker JOB.json OUT.json`` reads a job written by
-:mod:`modelpress.bench`, runs it and writes a JSON result; it never raises past ``main``. While
+``python -m modelpress.measure.worker JOB.json OUT.json`` reads a job written by
+:mod:`modelpress.measure.bench`, runs it and writes a JSON result; it never raises past ``main``. While
 it runs, each job's start and end go to stderr as progress events (JSON after
-``modelpress-progress: ``), read live by the parent (:func:`modelpress.bench.run_worker`). Modes:
+``modelpress-progress: ``), read live by the parent (:func:`modelpress.measure.bench.run_worker`). Modes:
 
 - ``bench``: load the artifact on its target (timed), validate it on the test split against the
   reference logits, then time ``predict`` at each batch size (warm-up excluded; at least
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TargetUnavailable, one_line
-from .fsutil import atomic_write_text
+from ..errors import TargetUnavailable, one_line
+from ..fsutil import atomic_write_text
 from .stats import percentiles
 
 Call = Callable[[], Any]  # one prepared call: the runtime on a fixed batch
@@ -106,7 +106,7 @@ def fast_call(runner: Any, x: np.ndarray) -> Call:
       ``check_input`` + ``_run``: the (constant) input is checked once, ``_run`` is timed;
     - any other runner is timed through ``predict``.
     """
-    from .targets.base import Runner
+    from ..targets.base import Runner
 
     if callable(getattr(runner, "prepare", None)):
         return runner.prepare(x)
@@ -165,14 +165,14 @@ def batch_of(pool: np.ndarray, batch: int) -> np.ndarray:
 
 def load_data(meta: dict[str, Any]):
     """The test split the artifact was trained for (from its metadata), or None."""
-    from .data import DataConfig, load_dataset
+    from ..data import DataConfig, load_dataset
 
     cfg = (meta.get("preprocessing") or {}).get("data_config")
     return load_dataset(DataConfig(**cfg)) if cfg else None
 
 
 def synthetic_inputs(meta: dict[str, Any], n: int = 64) -> np.ndarray:
-    from .data.base import InputSpec
+    from ..data.base import InputSpec
 
     spec = InputSpec.from_dict(meta["input_spec"])
     if np.issubdtype(np.dtype(spec.dtype), np.integer):
@@ -182,9 +182,9 @@ def synthetic_inputs(meta: dict[str, Any], n: int = 64) -> np.ndarray:
 
 def run_bench(job: dict[str, Any]) -> dict[str, Any]:
     """Load, validate and time one artifact on one target; what was measured survives a failure."""
-    from .artifact import Artifact
-    from .targets import get_target
-    from .validate import validate
+    from ..artifact import Artifact
+    from ..targets import get_target
+    from ..validate import validate
 
     settings, out = job["settings"], {"status": "ok", "latency": []}
     art = Artifact.from_dict(job["artifact"])
@@ -223,8 +223,8 @@ def run_bench(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_build(job: dict[str, Any]) -> dict[str, Any]:
     """``target.build`` in this process; returns the built artifact or the reason it failed."""
-    from .artifact import Artifact
-    from .targets import get_target
+    from ..artifact import Artifact
+    from ..targets import get_target
 
     art = Artifact.from_dict(job["artifact"])
     try:
@@ -277,7 +277,7 @@ def trust(job: dict[str, Any]) -> None:
     ``json.py`` or ``onnxruntime.py`` there never shadows the installed package)."""
     if not job.get("factories"):
         return
-    from .factory import add_factory_folder, allow_factory  # imports torch: only for a factory
+    from ..factory import add_factory_folder, allow_factory  # imports torch: only for a factory
 
     for folder in job.get("pythonpath", []):
         add_factory_folder(folder)

@@ -3,7 +3,7 @@
 One task per pruning ratio. Locally the tasks run in this process or a pool of processes that
 share this machine's files: a task names the run's stage cache, the start artifact and the data
 config by path. On a Ray cluster (``--ray ADDRESS``) a node may share no filesystem with the
-driver, so a task gets its inputs by value (:mod:`modelpress.trial_transport`): the start
+driver, so a task gets its inputs by value (:mod:`modelpress.run.trial_transport`): the start
 artifact's files, the data set's arrays, the user's factory sources. It runs in a temporary
 folder of its node (removed at the end) and sends the finished stages back by value; they land
 in the run's stage cache, where a second run finds them. Both run the same core,
@@ -25,13 +25,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifact import Artifact
-from .errors import ConfigError, one_line
+from ..artifact import Artifact
+from ..errors import ConfigError, one_line
 from .stages import StageCache, StageMissing, artifact_from_manifest, artifact_to_manifest
 
 if TYPE_CHECKING:
-    from .data import DataBundle
-    from .pipeline import ModelRun, Pipeline
+    from ..data import DataBundle
+    from .pipeline import Pipeline
+    from .state import ModelRun
 
 
 def prepare_trials(
@@ -46,9 +47,9 @@ def prepare_trials(
 
     ``build_job``: extra fields of each build worker's job (the trust record, and where the
     data files are not here, the calibration inputs as ``calibration_file``)."""
-    from .bench import run_worker
-    from .compress.base import PassContext
-    from .compress.prune import PruneConfig, prune
+    from ..compress.base import PassContext
+    from ..compress.prune import PruneConfig, prune
+    from ..measure.bench import run_worker
 
     art = start
     if task["ratio"] > 0:
@@ -130,8 +131,8 @@ def prepare_trials(
 def prepare_ratio(task: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker side of the local pool: one ratio's trials on this machine, its inputs named by
     path (the run's stage cache, the start artifact, the data config)."""
-    from .bench_worker import trust
-    from .data import DataConfig, load_dataset
+    from ..data import DataConfig, load_dataset
+    from ..measure.worker import trust
 
     trust(task["trust"])
     cache = StageCache(Path(task["cache"]), log=lambda s: None)
@@ -144,11 +145,11 @@ def prepare_ratio_by_value(
     task: dict[str, Any], start: dict[str, Any], data: dict[str, Any], code: dict[str, Any]
 ) -> dict[str, Any]:
     """Worker side of a Ray task: one ratio's trials on a node that may share no filesystem with
-    the driver. Inputs come by value (:mod:`modelpress.trial_transport`) and are written into a
+    the driver. Inputs come by value (:mod:`modelpress.run.trial_transport`) and are written into a
     temporary folder of this node, removed at the end; the finished stages go back by value."""
     import numpy as np
 
-    from .bench_worker import trust
+    from ..measure.worker import trust
     from .trial_transport import (
         pack_stages,
         relative_artifact,

@@ -11,8 +11,8 @@ Exit codes: 0 every check passed, 1 a check failed, 2 a usage error (bad policy,
 old results, a baseline of other models or another machine, a check that cannot be evaluated),
 3 an internal error (see :mod:`modelpress.exits`).
 
->>> from modelpress.gate import load_policy, run_gates                # doctest: +SKIP
->>> from modelpress.results import load_results
+>>> from modelpress.measure.gate import load_policy, run_gates                # doctest: +SKIP
+>>> from modelpress.measure.results import load_results
 >>> report = run_gates(load_results("results.json"), load_policy("gates.yaml"),
 ...                    baseline=load_results("baseline.json"))
 >>> report.exit_code, report.write_junit("gates.xml")
@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, one_line
+from ..errors import ConfigError, one_line
+from .gate_format import gate_junit_xml, gate_markdown, print_gate
 from .results import Record, Results, load_results
 
 CheckStatus = Literal["pass", "fail", "error", "skip"]
@@ -180,8 +181,8 @@ def load_policy(path: str | Path) -> Policy:
     """Read a YAML (or JSON) policy; every problem (a file that is not UTF-8 or not YAML, a key
     given twice, unknown keys, impossible thresholds) is one ConfigError line with the file, the
     line and the key path."""
-    from .userinput import key_path
-    from .yamlfile import load_yaml
+    from ..userinput import key_path
+    from ..yamlfile import load_yaml
 
     path = Path(path)
     if not path.is_file():
@@ -229,8 +230,7 @@ class GateReport:
         return f"gate: {counts} -> exit {self.exit_code}"
 
     def write_junit(self, path: str | Path) -> Path:
-        from .fsutil import atomic_write_text
-        from .report import gate_junit_xml
+        from ..fsutil import atomic_write_text
 
         return atomic_write_text(path, gate_junit_xml(self))
 
@@ -395,8 +395,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def cmd_gate(a: argparse.Namespace) -> int:
     """Run ``modelpress gate``; returns the exit code (0 pass, 1 fail, 2 usage error)."""
-    from .report import gate_markdown, print_gate
-
     policy = load_policy(a.policy)
     results = load_results(a.results)
     baseline = load_results(a.baseline, "baseline") if a.baseline else None
@@ -411,8 +409,8 @@ def cmd_gate(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m modelpress.gate RESULTS --policy P [--baseline B] [--junit X]``."""
-    from .exits import standalone
+    """``python -m modelpress.measure.gate RESULTS --policy P [--baseline B] [--junit X]``."""
+    from ..exits import standalone
 
     return standalone("modelpress gate", __doc__, configure_parser, cmd_gate, argv)
 

@@ -1,5 +1,6 @@
-"""Semantic checks of a recipe: every typed config the run will need is built once, now, so a bad
-value fails with its file, line and key path before any training starts (see recipe.py).
+"""Loading a recipe (:func:`load_recipe`): its schema (recipe.py), then semantic checks: every
+typed config the run will need is built once, now, so a bad value fails with its file, line and
+key path before any training starts.
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import ConfigError, one_line
+from ..errors import ConfigError, one_line
+from ..userinput import NAME_RULE, field_types, first_bad_number, name_problem, type_problem
+from ..yamlfile import load_yaml
 from .recipe import (
     KNOWN_TARGETS,
     PASSES,
     ModelSection,
     Recipe,
+    RecipeError,
     TargetSection,
     _Lines,
+    _pydantic_message,
     fail,
     pass_configs,
     pass_name,
 )
-from .userinput import NAME_RULE, field_types, name_problem, type_problem
 
 
 def _kind(value: Any) -> str:
@@ -68,11 +72,11 @@ def _build(cls: type, values: Any, path: Path, lines: _Lines, loc: tuple) -> Any
 
 
 def check_pass(entry: Any, path: Path, lines: _Lines, loc: tuple) -> None:
-    from .compress.distill import DistillConfig
-    from .compress.prune import PruneConfig
-    from .compress.quantize import QATConfig
-    from .compress.sparsity import SparsityConfig
-    from .train import TrainConfig
+    from ..compress.distill import DistillConfig
+    from ..compress.prune import PruneConfig
+    from ..compress.quantize import QATConfig
+    from ..compress.sparsity import SparsityConfig
+    from ..train import TrainConfig
 
     if not isinstance(entry, dict) or len(entry) != 1:
         raise fail(path, lines, loc, f"a pass is a one-key mapping, one of {', '.join(PASSES)}")
@@ -107,7 +111,7 @@ def check_pass(entry: Any, path: Path, lines: _Lines, loc: tuple) -> None:
 
 def check_recipe(recipe: Recipe, path: Path, lines: _Lines) -> None:
     """Build every config the run will need, so a bad value fails now with its line."""
-    from .bench import BenchSettings
+    from ..measure.bench import BenchSettings
 
     _check_data(recipe, path, lines)
     for label, m in recipe.models.items():
@@ -122,7 +126,7 @@ def check_recipe(recipe: Recipe, path: Path, lines: _Lines) -> None:
 
 
 def _check_data(recipe: Recipe, path: Path, lines: _Lines) -> None:
-    from .data import DataConfig
+    from ..data import DataConfig
 
     data = {k: v for k, v in recipe.data.items() if k != "calibration"}
     cfg = _build(DataConfig, data, path, lines, ("data",))
@@ -159,8 +163,8 @@ def _check_registry(
     name: str, options: dict, train: dict, path: Path, lines: _Lines, loc: tuple
 ) -> None:
     """A registry model (student or teacher): known name, valid options and train overrides."""
-    from .models import MODELS
-    from .train import TrainConfig
+    from ..models import MODELS
+    from ..train import TrainConfig
 
     if name not in MODELS:
         raise fail(
@@ -171,7 +175,7 @@ def _check_registry(
 
 
 def _check_model(recipe: Recipe, label: str, m: ModelSection, path: Path, lines: _Lines) -> None:
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     loc = ("models", label)
     problem = name_problem(label, chain_separator=True)
@@ -228,7 +232,7 @@ def _check_precisions(
     name: str, options: dict, precisions: list[str], path: Path, lines: _Lines, loc: tuple
 ) -> None:
     """Target ``name`` accepts ``options`` and builds every one of ``precisions``."""
-    from .targets import get_target
+    from ..targets import get_target
 
     cfg = getattr(get_target(name), "cfg", None)  # the defaults: which config, which types
     if dataclasses.is_dataclass(cfg):
@@ -268,7 +272,7 @@ def _check_search(recipe: Recipe, path: Path, lines: _Lines) -> None:
 
 
 def _check_gates(recipe: Recipe, path: Path, lines: _Lines) -> None:
-    from .gate import Policy, load_policy
+    from ..measure.gate import Policy, load_policy
 
     if recipe.gates is None:
         return
@@ -300,7 +304,7 @@ def check_devices(recipe: Recipe, path: Path, lines: _Lines, override: str | Non
 
     Not part of :func:`check_recipe`: a recipe written for a GPU is valid on a laptop, where
     ``--device cpu`` runs it."""
-    from .compute import resolve_device
+    from ..compute import resolve_device
 
     if override is not None:
         resolve_device(override)
@@ -329,3 +333,26 @@ def _train_sections(recipe: Recipe) -> list[tuple[tuple, dict[str, Any]]]:
             found.append((("models", label, "teacher", "train"), m.teacher.train))
         passes(("models", label, "passes"), m.passes or [])
     return found
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, _Lines]:
+    """Parse and validate a recipe (structure: the schema of recipe.py; then the
+    semantics: :func:`check_recipe`);
+    every problem is one :class:`RecipeError` line with the file, line and key path."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist; see recipes/digits.yaml for an example")
+    data, lines = load_yaml(path, RecipeError)
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise fail(path, lines, (), f"the file is {kind}; a recipe is a mapping with models:")
+    bad = first_bad_number(data, skip=("gates",))  # gates: a policy, validated as one below
+    if bad is not None:
+        raise fail(path, lines, bad[0], bad[1])
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise fail(path, lines, tuple(err["loc"]), _pydantic_message(err, Recipe)) from exc
+    check_recipe(recipe, path, lines)
+    return recipe, lines

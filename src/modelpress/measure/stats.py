@@ -7,7 +7,7 @@ a whole stretch of consecutive calls. :func:`ratio_of_medians_ci` therefore resa
 widens the interval instead of looking like a clear regression. Everything is seeded.
 
 >>> import numpy as np
->>> from modelpress.stats import percentile, ratio_of_medians_ci
+>>> from modelpress.measure.stats import percentile, ratio_of_medians_ci
 >>> percentile([1, 2, 3, 4], 50)
 2.0
 >>> rng = np.random.default_rng(0)
