@@ -118,7 +118,7 @@ def quant_rows(checkpoints, views, out_dir: Path) -> list[str]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--teacher-width", type=float, default=2.0)
@@ -129,30 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--teacher-epochs", type=int, default=None, help="default: recommended")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/distill.md"))
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    EPOCHS.update({k: v for k, v in (("epochs", a.epochs), ("patience", a.patience)) if v})
+    return p.parse_args(argv)
 
-    from modelpress.baselines import fit, train_config_for
+
+def teacher_and_student_quant_rows(teacher, views, teacher_width: float) -> list[str]:
+    """Distil the width-0.25 resnet8 (seed 0) from ``teacher``; the quantization rows of both."""
+    from modelpress.baselines import train_config_for
     from modelpress.checkpoint import save_trained
     from modelpress.compress.base import PassContext
     from modelpress.compress.distill import DistillConfig, distill, new_student
-    from modelpress.data import load_dataset
-    from modelpress.fsutil import atomic_write_text
-    from modelpress.metrics import count_params
-
-    measured = measuring(__file__, argv).start()
-    views = {v: load_dataset("digits", view=v) for v in ("image", "sequence")}
-    teacher_fit = fit(
-        "resnet8", views["image"], width=a.teacher_width, seed=0, epochs=a.teacher_epochs
-    )
-    teacher = teacher_fit.model
-    print(f"teacher: {teacher_fit.test_accuracy:.4f} in {teacher_fit.seconds:.0f} s", flush=True)
-    arms: dict[str, DistillConfig | None] = {"alone": None, "kd (Hinton)": DistillConfig()}
-    if a.with_features:
-        arms["kd + hints + attention"] = DistillConfig(hint_weight=1.0, attention_weight=1.0)
-    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
-    kd_rows = distill_rows(teacher, views, seeds, arms)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -160,25 +145,29 @@ def main(argv: list[str] | None = None) -> int:
         s_art = new_student("resnet8", views["image"], out / "s.safetensors", width=0.25)
         ctx = PassContext(data=views["image"], out_dir=out)
         student = distill(t_art, s_art, DistillConfig(), ctx, train_config_for("resnet8", **EPOCHS))
-        q_rows = quant_rows(
+        return quant_rows(
             [
-                (f"resnet8 width {a.teacher_width} (teacher)", t_art, "image"),
+                (f"resnet8 width {teacher_width} (teacher)", t_art, "image"),
                 ("resnet8 width 0.25, distilled (seed 0)", student.artifact, "image"),
             ],
             views,
             out,
         )
-    measured.finish()
+
+
+def render(a: argparse.Namespace, header, teacher_fit, seeds, kd_rows, q_rows) -> str:
+    from modelpress.metrics import count_params
+
     schedule = ", ".join(f"{k} {v}" for k, v in EPOCHS.items()) or "none"
     t_schedule = f"{a.teacher_epochs} epochs" if a.teacher_epochs else "recommended schedule"
-    text = "\n".join(
+    return "\n".join(
         [
             "# Distillation and quantization preparation on digits",
             "",
-            *measured.header_lines(),
+            *header,
             f"- torch with {a.threads} thread(s)",
             "",
-            f"Teacher: resnet8 width {a.teacher_width} ({count_params(teacher):,} params), "
+            f"Teacher: resnet8 width {a.teacher_width} ({count_params(teacher_fit.model):,} params), "
             f"test accuracy {100 * teacher_fit.test_accuracy:.2f} % (seed 0, {t_schedule}).",
             f"Students: seeds {seeds}; each arm trains with the model's recommended schedule "
             f"(overrides: {schedule}), the same for every arm; the kept weights are those of the "
@@ -197,6 +186,33 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    EPOCHS.update({k: v for k, v in (("epochs", a.epochs), ("patience", a.patience)) if v})
+
+    from modelpress.baselines import fit
+    from modelpress.compress.distill import DistillConfig
+    from modelpress.data import load_dataset
+    from modelpress.fsutil import atomic_write_text
+
+    measured = measuring(__file__, argv).start()
+    views = {v: load_dataset("digits", view=v) for v in ("image", "sequence")}
+    teacher_fit = fit(
+        "resnet8", views["image"], width=a.teacher_width, seed=0, epochs=a.teacher_epochs
+    )
+    teacher = teacher_fit.model
+    print(f"teacher: {teacher_fit.test_accuracy:.4f} in {teacher_fit.seconds:.0f} s", flush=True)
+    arms: dict[str, DistillConfig | None] = {"alone": None, "kd (Hinton)": DistillConfig()}
+    if a.with_features:
+        arms["kd + hints + attention"] = DistillConfig(hint_weight=1.0, attention_weight=1.0)
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
+    kd_rows = distill_rows(teacher, views, seeds, arms)
+    q_rows = teacher_and_student_quant_rows(teacher, views, a.teacher_width)
+    measured.finish()
+    text = render(a, measured.header_lines(), teacher_fit, seeds, kd_rows, q_rows)
     atomic_write_text(a.out, text)
     print(text)
     return 0

@@ -203,7 +203,6 @@ def sparsity_rows(art, data, work: Path, runs: int, threads: int):
 
 
 def render(header, rows, latency, sparse, runs, threads) -> str:
-    med = statistics.median
     out = [
         "# Structured pruning and unstructured sparsity on digits",
         "",
@@ -213,6 +212,18 @@ def render(header, rows, latency, sparse, runs, threads) -> str:
         "Ratios from one run, calls interleaved. Accuracy on the digits test split (360 samples: "
         "1 point = 3.6 samples).",
         "",
+        *_pruning_section(rows),
+    ]
+    if latency:
+        out += _latency_section(latency, runs)
+    if sparse:
+        out += _sparsity_section(*sparse)
+    return "\n".join(out)
+
+
+def _pruning_section(rows) -> list[str]:
+    """Params, MACs and accuracy before and after pruning, per model."""
+    out = [
         "## Structured pruning to <= 50 % of the MACs (global L2 ranking, recovered)",
         "",
         "| model | params before | params after | MACs before | MACs after | MAC reduction "
@@ -226,67 +237,75 @@ def render(header, rows, latency, sparse, runs, threads) -> str:
             f"{1 - a.macs / b.macs:.1%} | {b.accuracy:.4f} | {a.accuracy:.4f} | "
             f"{100 * (a.accuracy - b.accuracy):+.2f} | {rec.seconds:.0f} |"
         )
-    out += [
+    return [
+        *out,
         "",
         "Settings per model (`PruneConfig(macs_budget=0.5, ...)`): "
         + "; ".join(f"{n}: {PRUNE[n]}" for n, _, _ in rows),
         "",
     ]
-    if latency:
-        out += [
-            f"## MACs vs latency: CPU, batch 64, median of {runs} interleaved calls",
-            "",
-            "Pruned = the model of the table above (round_to=8). Pruned round_to=1 = the same "
-            "MAC budget without rounding (odd channel counts), timed for its shapes only.",
-            "",
-            "| model | runtime | dense ms | pruned: MAC reduction | pruned ms | latency reduction "
-            "[95 % CI] | round_to=1: MAC reduction | ms | latency reduction [95 % CI] |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, rec, t in latency:
-            odd_macs = t["odd_macs"][0]
-            for runtime, pre in (("torch (eager)", ""), ("onnxruntime", "ort-")):
-                dense, pruned, odd = t[f"{pre}dense"], t[f"{pre}pruned"], t[f"{pre}odd"]
-                out.append(
-                    f"| {name} | {runtime} | {med(dense):.3f} | "
-                    f"{rec.before.macs / rec.after.macs:.2f}x | {med(pruned):.3f} | "
-                    f"{ratio_text(dense, pruned)} | {rec.before.macs / odd_macs:.2f}x | "
-                    f"{med(odd):.3f} | {ratio_text(dense, odd)} |"
-                )
-        out += [
-            "",
-            "For comparison, Torch-Pruning's ResNet-50 table: 3.85x fewer MACs, 2.19x lower "
-            "latency.",
-            "",
-        ]
-    if sparse:
-        rows_s, t_torch, t_ort = sparse
-        out += [
-            "## Unstructured sparsity is neither smaller nor faster on dense runtimes (resnet8)",
-            "",
-            "| variant | weight sparsity | test acc | checkpoint bytes | zlib | ONNX bytes | zlib "
-            "| torch ms (b64) | onnxruntime ms (b64) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for key, s, acc, ck, ckz, ox, oxz in rows_s:
-            acc_text = f"{acc:.4f}" if acc is not None else "(baseline)"
+
+
+def _latency_section(latency, runs: int) -> list[str]:
+    """Dense vs pruned (round_to=8) vs pruned round_to=1 latency on torch and onnxruntime."""
+    med = statistics.median
+    out = [
+        f"## MACs vs latency: CPU, batch 64, median of {runs} interleaved calls",
+        "",
+        "Pruned = the model of the table above (round_to=8). Pruned round_to=1 = the same "
+        "MAC budget without rounding (odd channel counts), timed for its shapes only.",
+        "",
+        "| model | runtime | dense ms | pruned: MAC reduction | pruned ms | latency reduction "
+        "[95 % CI] | round_to=1: MAC reduction | ms | latency reduction [95 % CI] |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rec, t in latency:
+        odd_macs = t["odd_macs"][0]
+        for runtime, pre in (("torch (eager)", ""), ("onnxruntime", "ort-")):
+            dense, pruned, odd = t[f"{pre}dense"], t[f"{pre}pruned"], t[f"{pre}odd"]
             out.append(
-                f"| {key} | {s:.1%} | {acc_text} | {ck:,} | {ckz:,} | {ox:,} | {oxz:,} | "
-                f"{med(t_torch[key]):.3f} | {med(t_ort[key]):.3f} |"
+                f"| {name} | {runtime} | {med(dense):.3f} | "
+                f"{rec.before.macs / rec.after.macs:.2f}x | {med(pruned):.3f} | "
+                f"{ratio_text(dense, pruned)} | {rec.before.macs / odd_macs:.2f}x | "
+                f"{med(odd):.3f} | {ratio_text(dense, odd)} |"
             )
-        keys = list(t_torch)[1:]
-        out += [
-            "",
-            "Latency of each sparse variant relative to dense (dense / sparse, > 1 = "
-            "faster) [95 % CI]: "
-            + "; ".join(
-                f"{k}: torch {ratio_text(t_torch['dense'], t_torch[k])}, onnxruntime "
-                f"{ratio_text(t_ort['dense'], t_ort[k])}"
-                for k in keys
-            ),
-            "",
-        ]
-    return "\n".join(out)
+    return [
+        *out,
+        "",
+        "For comparison, Torch-Pruning's ResNet-50 table: 3.85x fewer MACs, 2.19x lower latency.",
+        "",
+    ]
+
+
+def _sparsity_section(rows_s, t_torch, t_ort) -> list[str]:
+    """Sparse variants of resnet8: size, zlib size and latency against dense."""
+    med = statistics.median
+    out = [
+        "## Unstructured sparsity is neither smaller nor faster on dense runtimes (resnet8)",
+        "",
+        "| variant | weight sparsity | test acc | checkpoint bytes | zlib | ONNX bytes | zlib "
+        "| torch ms (b64) | onnxruntime ms (b64) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, s, acc, ck, ckz, ox, oxz in rows_s:
+        acc_text = f"{acc:.4f}" if acc is not None else "(baseline)"
+        out.append(
+            f"| {key} | {s:.1%} | {acc_text} | {ck:,} | {ckz:,} | {ox:,} | {oxz:,} | "
+            f"{med(t_torch[key]):.3f} | {med(t_ort[key]):.3f} |"
+        )
+    keys = list(t_torch)[1:]
+    return [
+        *out,
+        "",
+        "Latency of each sparse variant relative to dense (dense / sparse, > 1 = "
+        "faster) [95 % CI]: "
+        + "; ".join(
+            f"{k}: torch {ratio_text(t_torch['dense'], t_torch[k])}, onnxruntime "
+            f"{ratio_text(t_ort['dense'], t_ort[k])}"
+            for k in keys
+        ),
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

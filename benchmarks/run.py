@@ -38,26 +38,18 @@ ORDER = [
 ]
 
 
-def _fmt_ratio(num, den):
-    return f"{num / den:.2f}x" if num and den else "-"
+def _fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "-"
 
 
 def table(results, families: list[str]) -> list[str]:
+    from modelpress.measure.speedup import baseline_record, size_ratio, speedup
+
     lines = []
     for family in families:
         recs = [r for r in results.records if r.model.split("+")[0] == family and r.status == "ok"]
-        ref = next(
-            (r for r in recs if r.model == family and (r.target, r.precision) == ("torch", "fp32")),
-            None,
-        )
-        ort = next(
-            (
-                r
-                for r in recs
-                if r.model == family and (r.target, r.precision) == ("onnxruntime", "fp32")
-            ),
-            None,
-        )
+        ref = baseline_record(recs, family, "torch", "fp32")
+        ort = baseline_record(recs, family, "onnxruntime", "fp32")
         lines += [
             f"### {family}",
             "",
@@ -78,13 +70,11 @@ def table(results, families: list[str]) -> list[str]:
             if rec is None:
                 continue
             b1, b32 = rec.latency_at(1), rec.latency_at(32)
-            r32 = ref.latency_at(32) if ref else None
-            o32 = ort.latency_at(32) if ort else None
             lines.append(
                 f"| {rec.model} | {target} | {precision} | {100 * rec.validation.accuracy:.2f} % "
                 f"| {rec.validation.accuracy_drop:+.2f} | {rec.size_bytes:,} | "
-                f"{_fmt_ratio(ort.size_bytes if ort else None, rec.size_bytes)} | {b1.p50_ms:.4f} | {b32.p50_ms:.4f} | "
-                f"{_fmt_ratio(r32.p50_ms if r32 else None, b32.p50_ms)} | {_fmt_ratio(o32.p50_ms if o32 else None, b32.p50_ms)} |"
+                f"{_fmt_ratio(size_ratio(rec, ort))} | {b1.p50_ms:.4f} | {b32.p50_ms:.4f} | "
+                f"{_fmt_ratio(speedup(rec, ref, 32))} | {_fmt_ratio(speedup(rec, ort, 32))} |"
             )
         lines.append("")
     return lines

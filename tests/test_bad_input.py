@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ENV, latency
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,25 +93,7 @@ def guard(monkeypatch):
 
 def results_doc(samples: int = 40) -> dict:
     """A valid results document: one ok int8 record with two batch sizes."""
-    from modelpress.measure.results import Environment, Latency, Record, Validation, new_results
-
-    rng = np.random.default_rng(0)
-
-    def latency(batch: int) -> Latency:
-        us = 100.0 * batch * rng.lognormal(0.0, 0.1, samples)
-        p50, p90, p99 = np.percentile(us, [50, 90, 99]) / 1e3
-        return Latency(
-            batch=batch,
-            calls=samples,
-            seconds=float(us.sum() / 1e6),
-            p50_ms=p50,
-            p90_ms=p90,
-            p99_ms=p99,
-            mean_ms=float(us.mean() / 1e3),
-            min_ms=float(us.min() / 1e3),
-            throughput_sps=float(batch * samples / (us.sum() / 1e6)),
-            samples_us=us.tolist(),
-        )
+    from modelpress.measure.results import Record, Validation, new_results
 
     record = Record(
         model="tiny",
@@ -120,18 +103,10 @@ def results_doc(samples: int = 40) -> dict:
         status="ok",
         size_bytes=20_000,
         threads=1,
-        latency=[latency(1), latency(8)],
+        latency=[latency(b, 100.0 * b, seed=b, n=samples, spread=0.1) for b in (1, 8)],
         validation=Validation(n=100, accuracy=0.9, agreement=0.99, accuracy_drop=0.2),
     )
-    env = Environment(
-        cpu_model="Test CPU",
-        logical_cores=2,
-        usable_cores=2,
-        platform="linux",
-        python="3.11",
-        versions={},
-    )
-    return json.loads(new_results(env, [record], {}).model_dump_json())
+    return json.loads(new_results(ENV, [record], {}).model_dump_json())
 
 
 @pytest.fixture(scope="module")

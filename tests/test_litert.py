@@ -23,21 +23,12 @@ BUILDABLE = LiteRTTarget().availability().ok and LiteRTTarget().converter_availa
 needs_litert = pytest.mark.skipif(
     not BUILDABLE, reason="needs the LiteRT extra: pip install -e '.[tflite]'"
 )
-pytestmark = pytest.mark.tflite
+pytestmark = [pytest.mark.tflite, pytest.mark.usefixtures("one_thread")]
 EPOCHS = 8  # enough for every family to be well above chance on digits
 
 
 def view_of(name: str) -> str:
     return "image" if "image" in MODELS[name].input_kinds else "sequence"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Training and calibration here are tiny: one thread avoids OpenMP spinning on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@ import base64
 import re
 
 import pytest
-from test_gate import make_record, make_results
+from conftest import make_record, make_results
 
 from modelpress import report
 from modelpress.measure.report import (
@@ -12,7 +12,7 @@ from modelpress.measure.report import (
     markdown_table,
     write_report,
 )
-from modelpress.measure.report_plots import family_figure, family_points, pareto_front
+from modelpress.measure.report_plots import family_figure, family_points
 from modelpress.measure.results import Validation, load_results, save_results
 
 IMAGE = re.compile(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
@@ -42,21 +42,6 @@ def results():
             reason="target tensorrt is unavailable: no CUDA device",
         ),
     )
-
-
-@pytest.mark.parametrize(
-    "points, front",
-    [  # (latency or size, accuracy drop): lower is better on both
-        ([(1.0, 0.9), (2.0, 0.5), (3.0, 0.6), (0.5, 2.0)], [3, 0, 1]),
-        ([(1.0, 0.9), (1.0, 0.5)], [1]),  # same latency: only the smaller drop
-        ([(1.0, 0.5), (2.0, 0.5)], [0]),  # same drop: only the faster one
-        ([(1.0, 0.5), (1.0, 0.5)], [0]),  # exact duplicates: the first one
-        ([(2.0, -0.3), (1.0, 0.0)], [1, 0]),  # better than float (negative drop) counts
-        ([], []),
-    ],
-)
-def test_pareto_front_lower_is_better_on_both_axes(points, front):
-    assert pareto_front(points) == front
 
 
 def test_markdown_has_every_record_and_the_reasons(results):

@@ -4,6 +4,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import torch_threads
 
 from modelpress.run.parallel import chain_jobs, jobs, prepare, train_threads, training_jobs
 from modelpress.run.pipeline import Pipeline
@@ -89,12 +90,6 @@ def test_parallel_preparation_equals_the_in_order_walk(tmp_path, monkeypatch):
     seq = _pipe(tmp_path, "seq")
     prepare(seq)  # one job at a time: prepares nothing, the walk below trains in this process
     assert not list((tmp_path / "seq" / "cache").glob("train-*"))
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         want = _accuracies(seq)
-    finally:
-        torch.set_num_threads(threads)
     assert _accuracies(par) == want  # same thread count per training: the same numbers

@@ -3,8 +3,8 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from conftest import make_record, make_results
 from rich.console import Console
-from test_gate import make_record, make_results
 
 from modelpress.errors import TargetUnavailable, one_line
 from modelpress.run.table import print_summary, unavailable_lines, unavailable_reason

@@ -1,10 +1,13 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelpress.measure.stats import (
     block_bootstrap_medians,
     default_block,
     mann_whitney_greater,
+    pareto_front,
     percentile,
     percentiles,
     ratio_of_medians_ci,
@@ -120,3 +123,37 @@ def test_ratio_ci_refuses_bad_arguments():
         ratio_of_medians_ci([], [1.0])
     with pytest.raises(ValueError, match="positive"):
         ratio_of_medians_ci([1.0], [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "points, front",
+    [  # both coordinates minimised; sorted by the first
+        ([(1.0, 0.9), (2.0, 0.5), (3.0, 0.6), (0.5, 2.0)], [3, 0, 1]),
+        ([(1.0, 0.9), (1.0, 0.5)], [1]),  # same first coordinate: only the lower second
+        ([(1.0, 0.5), (2.0, 0.5)], [0]),  # same second coordinate: only the lower first
+        ([(1.0, 0.5), (1.0, 0.5)], [0, 1]),  # exact duplicates do not dominate each other
+        ([(2.0, -0.3), (1.0, 0.0)], [1, 0]),  # negative values (better than float) count
+        ([], []),
+    ],
+)
+def test_pareto_front_known_answers(points, front):
+    assert pareto_front(points) == front
+
+
+def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1] and a != b
+
+
+# a small grid of values, so that ties and duplicates are common
+_coord = st.integers(-4, 4).map(lambda v: v / 2)
+
+
+@given(st.lists(st.tuples(_coord, _coord), max_size=12))
+def test_pareto_front_is_exactly_the_non_dominated_points(points):
+    front = pareto_front(points)
+    assert len(set(front)) == len(front)
+    assert front == sorted(front, key=lambda i: (points[i], i))
+    for i in front:  # no front point is dominated by any point
+        assert not any(_dominates(p, points[i]) for p in points)
+    for i in set(range(len(points))) - set(front):  # every other point by a front point
+        assert any(_dominates(points[j], points[i]) for j in front)

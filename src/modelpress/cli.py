@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .exits import DEFAULT_ERROR_LOG, exit_status, guarded, standalone  # noqa: F401
+from .exits import DEFAULT_ERROR_LOG, exit_status, guarded, parse_and_run, standalone  # noqa: F401
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -310,11 +310,7 @@ def error_log_for(a: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """The ``modelpress`` command. Returns the exit code: 0 ran and gates passed, 1 a gate (or a
     model or target) failed, 2 bad usage, configuration or input, 3 internal error, 130 Ctrl-C."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
-        return exit_status(exc)
-    return guarded(lambda: COMMANDS[args.command](args), lambda: error_log_for(args))
+    return parse_and_run(build_parser(), argv, lambda a: COMMANDS[a.command](a), error_log_for)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,21 @@ def guarded(call: Callable[[], int], error_log: Callable[[], Path]) -> int:
         return EXIT_INTERNAL
 
 
+def parse_and_run(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    command: Callable[[argparse.Namespace], int],
+    error_log: Callable[[argparse.Namespace], Path],
+) -> int:
+    """Parse ``argv`` and run ``command(args)`` under :func:`guarded`: the one place a command
+    line turns into an exit code (argparse's usage errors 2, ``--help`` 0)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return exit_status(exc)
+    return guarded(lambda: command(args), lambda: error_log(args))
+
+
 def standalone(
     prog: str, doc: str | None, configure, command, argv: list[str] | None = None
 ) -> int:
@@ -111,8 +126,4 @@ def standalone(
         prog=prog, description=(doc or "").splitlines()[0] if doc else None
     )
     configure(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
-        return exit_status(exc)
-    return guarded(lambda: command(args), lambda: DEFAULT_ERROR_LOG)
+    return parse_and_run(parser, argv, command, lambda _args: DEFAULT_ERROR_LOG)

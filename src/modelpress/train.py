@@ -214,21 +214,68 @@ def _move(model: nn.Module, extra: list[nn.Parameter], loss_fn: Any, device: tor
             p.grad = p.grad.to(device)
 
 
-def _fit(
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class _Epochs:
+    """What every epoch of :func:`_fit` uses: the (DDP-wrapped) net, its optimiser and schedule,
+    the training set on the CPU and this rank's share of each shuffled epoch."""
+
+    net: nn.Module
+    params: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    criterion: LossFn
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None
+    x: torch.Tensor  # (N, ...) the train split, on the CPU
+    y: torch.Tensor  # (N,)
+    gen: torch.Generator  # shuffles and augments: the same on every rank
+    device: torch.device
+    rank: int
+    world: int
+    per_rank: int  # batch size on each rank
+    steps: int  # batches per epoch
+    grad_clip: float
+
+    def order(self) -> torch.Tensor:
+        """This rank's sample indices for one epoch: a shuffle padded to whole global batches."""
+        perm = torch.randperm(len(self.y), generator=self.gen)
+        perm = torch.cat([perm, perm[: self.steps * self.per_rank * self.world - len(perm)]])
+        return perm[self.rank :: self.world]
+
+    def run(self, task) -> float:
+        """Train one epoch; returns the mean training loss. A slow epoch shows its batches."""
+        self.net.train()
+        perm = self.order()
+        total_loss, tick = 0.0, time.perf_counter()
+        for i in range(self.steps):
+            idx = perm[i * self.per_rank : (i + 1) * self.per_rank]
+            xb, yb = self.x[idx], self.y[idx]
+            if self.augment is not None:  # on the CPU: the same shifts on every device
+                xb = self.augment(xb, self.gen)
+            xb, yb = xb.to(self.device), yb.to(self.device)
+            loss = self.criterion(self.net, xb, yb)
+            total_loss += _step(loss, self.opt, self.sched, self.params, self.grad_clip)
+            if time.perf_counter() - tick > BATCH_TICK_S:
+                task.partial((i + 1) / self.steps, f"batch {i + 1}/{self.steps}")
+                tick = time.perf_counter()
+        return total_loss / self.steps
+
+
+def _epochs(
     model: nn.Module,
     data: DataBundle,
     cfg: TrainConfig,
     device: torch.device,
-    progress: bool | Reporter,
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    loss_fn: LossFn | None,
     extra_params: list[nn.Parameter],
-) -> TrainResult:
-    """The training loop of :func:`train`, with the model already on ``device``."""
+) -> _Epochs:
+    """Set up the loop: DDP when distributed, AdamW + one-cycle, augmentation, the loss."""
     rank, world = dist_info()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    x_all, y_all = torch.as_tensor(data.train.x), torch.as_tensor(data.train.y)
+    y = torch.as_tensor(data.train.y)
     per_rank = max(1, cfg.batch_size // world)
-    steps = max(1, -(-len(y_all) // (per_rank * world)))
+    steps = max(1, -(-len(y) // (per_rank * world)))
     net: nn.Module = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -236,65 +283,88 @@ def _fit(
     params = [*model.parameters(), *extra_params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
-    augment = _augmenter(cfg, data)
     criterion = loss_fn or (
         lambda m, x, y: F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
     )
+    return _Epochs(
+        net=net,
+        params=params,
+        opt=opt,
+        sched=sched,
+        criterion=criterion,
+        augment=_augmenter(cfg, data),
+        x=torch.as_tensor(data.train.x),
+        y=y,
+        gen=torch.Generator().manual_seed(cfg.seed),
+        device=device,
+        rank=rank,
+        world=world,
+        per_rank=per_rank,
+        steps=steps,
+        grad_clip=cfg.grad_clip,
+    )
 
-    best = {"acc": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
-    history: list[dict[str, float]] = []
+
+@dataclass
+class _Best:
+    """The best validation epoch so far (accuracy, then lower loss) and a copy of its weights."""
+
+    acc: float = -1.0
+    loss: float = float("inf")
+    epoch: int = 0
+    state: dict[str, Any] | None = None
+
+    def offer(self, epoch: int, val: dict[str, float], model: nn.Module) -> None:
+        if (val["accuracy"], -val["loss"]) > (self.acc, -self.loss):
+            self.acc, self.loss, self.epoch = val["accuracy"], val["loss"], epoch
+            self.state = copy.deepcopy(model.state_dict())
+
+
+def _fit(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: bool | Reporter,
+    loss_fn: LossFn | None,
+    extra_params: list[nn.Parameter],
+) -> TrainResult:
+    """The training loop of :func:`train`, with the model already on ``device``."""
+    epochs = _epochs(model, data, cfg, device, loss_fn, extra_params)
+    best, history = _Best(), []
     start = time.perf_counter()
     name = getattr(model, "registry_name", type(model).__name__)
-    rep = reporter(progress if rank == 0 else False)
+    rep = reporter(progress if epochs.rank == 0 else False)
     with rep.task(f"train {name}", cfg.epochs, "epoch", min_interval=EPOCH_LINE_S) as task:
         for epoch in range(1, cfg.epochs + 1):
-            net.train()
-            perm = torch.randperm(len(y_all), generator=gen)
-            perm = torch.cat([perm, perm[: steps * per_rank * world - len(perm)]])[rank::world]
-            total_loss, tick = 0.0, time.perf_counter()
-            for i in range(steps):
-                idx = perm[i * per_rank : (i + 1) * per_rank]
-                xb, yb = x_all[idx], y_all[idx]
-                if augment is not None:  # on the CPU: the same shifts on every device
-                    xb = augment(xb, gen)
-                xb, yb = xb.to(device), yb.to(device)
-                total_loss += _step(criterion(net, xb, yb), opt, sched, params, cfg.grad_clip)
-                if time.perf_counter() - tick > BATCH_TICK_S:  # a slow epoch: show its batches
-                    task.partial((i + 1) / steps, f"batch {i + 1}/{steps}")
-                    tick = time.perf_counter()
+            train_loss = epochs.run(task)
             val = evaluate(model, data.val)
             history.append(
                 {
                     "epoch": epoch,
-                    "train_loss": total_loss / steps,
+                    "train_loss": train_loss,
                     "val_accuracy": val["accuracy"],
                     "val_loss": val["loss"],
                 }
             )
-            if (val["accuracy"], -val["loss"]) > (best["acc"], -best["loss"]):
-                best = {
-                    "acc": val["accuracy"],
-                    "loss": val["loss"],
-                    "epoch": epoch,
-                    "state": copy.deepcopy(model.state_dict()),
-                }
-            stop = _stop_reason(cfg, epoch - best["epoch"], time.perf_counter() - start)
-            message = f"loss {total_loss / steps:.4f}, val {val['accuracy']:.4f}"
+            best.offer(epoch, val, model)
+            stop = _stop_reason(cfg, epoch - best.epoch, time.perf_counter() - start)
+            message = f"loss {train_loss:.4f}, val {val['accuracy']:.4f}"
             if stop:
-                message += f"; {stop}, best val {best['acc']:.4f} at epoch {best['epoch']}"
+                message += f"; {stop}, best val {best.acc:.4f} at epoch {best.epoch}"
             task.advance(message, final=bool(stop))
             if stop:
                 break
-    model.load_state_dict(best["state"])
+    model.load_state_dict(best.state)
     model.eval()
     return TrainResult(
         model=model,
-        best_epoch=best["epoch"],
+        best_epoch=best.epoch,
         epochs_run=epoch,
-        val_accuracy=best["acc"],
+        val_accuracy=best.acc,
         test_accuracy=evaluate(model, data.test)["accuracy"],
         seconds=time.perf_counter() - start,
-        world_size=world,
+        world_size=epochs.world,
         history=history,
         device=describe_device(device),
     )

@@ -20,30 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .results import Record, Results
+from .stats import pareto_front
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "dynamic_int8": "v", "qdq": "D"}
 TARGET_ORDER = ("onnxruntime", "litert", "tensorrt", "torch")
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points of the Pareto front, in order of increasing x.
-
-    Convention: **lower is better on both axes** (x: latency or size, y: accuracy drop in
-    points). A point is dominated when another is at least as good on both and strictly
-    better on one; the front is every point that is not dominated (of exact duplicates, the
-    first one).
-
-    >>> pareto_front([(1.0, 2.0), (2.0, 1.0), (2.0, 3.0)])
-    [0, 1]
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    front: list[int] = []
-    best = float("inf")
-    for i in order:
-        if points[i][1] < best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Statistics for latency samples: percentiles, a block-bootstrap CI of a ratio of medians, and
-the Mann-Whitney rank test.
+the Mann-Whitney rank test; and the Pareto front of (cost, cost) points.
 
 Latency samples from one run are not independent: a noisy neighbour or a frequency change slows
 a whole stretch of consecutive calls. :func:`ratio_of_medians_ci` therefore resamples contiguous
@@ -190,3 +190,23 @@ def mann_whitney_greater(x: ArrayLike, y: ArrayLike) -> MannWhitney:
         return MannWhitney(u=u, z=0.0, p_greater=1.0)
     z = (u - n1 * n2 / 2.0 - 0.5) / math.sqrt(var)
     return MannWhitney(u=u, z=float(z), p_greater=float(0.5 * math.erfc(z / math.sqrt(2.0))))
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points that no other point dominates, sorted by (x, y), then index.
+
+    Convention: **both coordinates are minimised** (a caller that maximises one negates it).
+    A point dominates another when it is at least as low on both coordinates and strictly lower
+    on one; so exact duplicates do not dominate each other and are all on the front.
+    The search uses (accuracy drop, latency or bytes), the report (latency or bytes, drop).
+
+    >>> pareto_front([(1.0, 2.0), (2.0, 1.0), (2.0, 3.0), (1.0, 2.0)])
+    [0, 3, 1]
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1], i))
+    front: list[int] = []
+    for i in order:  # increasing x: on the front iff y beats every earlier y, or a duplicate
+        last = tuple(points[front[-1]]) if front else None
+        if last is None or points[i][1] < last[1] or tuple(points[i]) == last:
+            front.append(i)
+    return front

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..artifact import Artifact
 from ..data import DataBundle, DataConfig, load_dataset
@@ -16,6 +16,9 @@ from ..errors import ConfigError
 from .recipe import Recipe, pass_configs, pass_name
 from .stages import StageCache, artifact_from_manifest, artifact_to_manifest
 from .state import ModelFailure, ModelRun
+
+if TYPE_CHECKING:
+    from ..compress.base import PassResult
 
 
 class Pipeline:
@@ -148,9 +151,12 @@ class Pipeline:
 
     def _pass_fn(
         self, name: str, opts: dict, train: dict, run: ModelRun, parent: Artifact, tmp: Path
-    ):
+    ) -> PassResult:
+        """Pass ``name`` of the registry (:mod:`modelpress.compress.registry`) on ``parent``."""
         from ..compress.base import PassContext
+        from ..compress.registry import PassInputs, get_pass
 
+        entry = get_pass(name)  # recipe validation has checked the name
         ctx = PassContext(
             data=run.data,
             out_dir=tmp,
@@ -158,33 +164,9 @@ class Pipeline:
             progress=self.progress,
             device=train.get("device", "auto"),
         )
-        tuple_opts = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
-        if name == "distill":
-            from ..baselines import train_config_for
-            from ..compress.distill import DistillConfig, distill
-
-            model_name = parent.meta["model"]["name"]
-            train_cfg = train_config_for(model_name, **{"seed": self.recipe.seed, **train})
-            return distill(run.teacher, parent, DistillConfig(**tuple_opts), ctx, train_cfg)
-        if name == "prune":
-            from ..compress.distill_features import teacher_for
-            from ..compress.prune import PruneConfig, prune
-
-            teacher = teacher_for(run.teacher, run.data) if run.teacher is not None else None
-            return prune(parent, PruneConfig(**tuple_opts), ctx, teacher=teacher)
-        if name == "qat":
-            from ..compress.quantize import QATConfig, qat
-
-            return qat(parent, QATConfig(**tuple_opts), ctx)
-        if name == "fp16":
-            from ..compress.quantize import to_fp16
-
-            return to_fp16(parent, ctx)
-        if name == "sparsity":
-            from ..compress.sparsity import SparsityConfig, sparsify
-
-            return sparsify(parent, SparsityConfig(**tuple_opts), ctx)
-        raise ConfigError(f"unknown pass {name!r}")  # recipe validation makes this unreachable
+        return entry.run(
+            parent, entry.config(opts), ctx, PassInputs(teacher=run.teacher, train=train)
+        )
 
     # -- models ---------------------------------------------------------------------------------
     def model(self, label: str) -> ModelRun:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..compress.registry import PASSES as PASS_REGISTRY
 from ..errors import ConfigError, one_line
 from ..feeds import names_problem
 from ..userinput import (
@@ -43,7 +44,7 @@ from ..userinput import (
 )
 from ..yamlfile import LineMap
 
-PASSES = ("distill", "prune", "sparsity", "qat", "fp16")
+PASSES = tuple(PASS_REGISTRY)  # the pass names a recipe may use (compress/registry.py)
 KNOWN_TARGETS = ("torch", "onnxruntime", "litert", "tensorrt")
 MAX_WIDTH = 16.0  # width multiplier of a registry model; wider is a typo, not a model
 

@@ -72,10 +72,7 @@ def _build(cls: type, values: Any, path: Path, lines: _Lines, loc: tuple) -> Any
 
 
 def check_pass(entry: Any, path: Path, lines: _Lines, loc: tuple) -> None:
-    from ..compress.distill import DistillConfig
-    from ..compress.prune import PruneConfig
-    from ..compress.quantize import QATConfig
-    from ..compress.sparsity import SparsityConfig
+    from ..compress.registry import get_pass
     from ..train import TrainConfig
 
     if not isinstance(entry, dict) or len(entry) != 1:
@@ -95,14 +92,9 @@ def check_pass(entry: Any, path: Path, lines: _Lines, loc: tuple) -> None:
         )
     opts = pass_configs(entry)
     has_train, train = "train" in opts, opts.pop("train", None)
-    classes = {
-        "distill": DistillConfig,
-        "prune": PruneConfig,
-        "qat": QATConfig,
-        "sparsity": SparsityConfig,
-    }
-    if name in classes:
-        _build(classes[name], opts, path, lines, (*loc, name))
+    config_cls = get_pass(name).config_cls
+    if config_cls is not None:
+        _build(config_cls, opts, path, lines, (*loc, name))
     elif opts:
         raise fail(path, lines, (*loc, name), f"pass {name} takes no options")
     if has_train:
@@ -175,6 +167,7 @@ def _check_registry(
 
 
 def _check_model(recipe: Recipe, label: str, m: ModelSection, path: Path, lines: _Lines) -> None:
+    from ..compress.registry import get_pass
     from ..train import TrainConfig
 
     loc = ("models", label)
@@ -202,12 +195,13 @@ def _check_model(recipe: Recipe, label: str, m: ModelSection, path: Path, lines:
     base = (*loc, "passes") if m.passes is not None else ("passes",)
     for i, entry in enumerate(recipe.passes_for(label)):
         check_pass(entry, path, lines, (*base, i))
-        if pass_name(entry) == "distill" and m.teacher is None and m.source != "onnx":
+        name = pass_name(entry)
+        if get_pass(name).needs_teacher and m.teacher is None and m.source != "onnx":
             raise fail(
                 path,
                 lines,
-                (*base, i, "distill"),
-                f"distill needs a teacher: add models.{label}.teacher",
+                (*base, i, name),
+                f"{name} needs a teacher: add models.{label}.teacher",
             )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artifact import Artifact
+from ..measure.stats import pareto_front
 from .search_trials import prepare_locally, prepare_on_ray
 
 if TYPE_CHECKING:
@@ -81,20 +82,6 @@ def _describe(t: Trial, objective: str) -> str:
     value = t.objective(objective)
     shown = f"{value:.3f} ms" if objective == "latency" else f"{value} B"
     return f"prune {t.prune_ratio:g} {t.precision} keep_float {t.keep_float}: drop {t.accuracy_drop:+.2f} pt, {shown}"
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated in (x, y), both minimised."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 <= y) and (x2 < x or y2 < y)
-            for j, (x2, y2) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i])
 
 
 def choose(trials: list[Trial], indices: list[int], max_drop: float, objective: str) -> int | None:

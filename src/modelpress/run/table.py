@@ -76,10 +76,11 @@ def unavailable_lines(records: Sequence[Record]) -> list[str]:
 
 def _baseline_record(rows: list[Record], label: str) -> Record | None:
     """The float baseline on ONNX Runtime fp32, else the model's first measured record."""
+    from ..measure.speedup import baseline_record
+
     ok = [r for r in rows if r.model == label and r.status == "ok"]
-    return next(
-        (r for r in ok if (r.target, r.precision) == ("onnxruntime", "fp32")), ok[0] if ok else None
-    )
+    ort = baseline_record(ok, label, "onnxruntime", "fp32")
+    return ort if ort is not None else ok[0] if ok else None
 
 
 def summary_console() -> Console:
@@ -203,15 +204,15 @@ def _ms(x: float) -> str:
 
 def _row(r: Record, base: Record | None, batch: int) -> list[str]:
     from ..measure.report_table import human_bytes
+    from ..measure.speedup import size_ratio, speedup
 
     head = [r.model, TARGETS.get(r.target, r.target), PRECISIONS.get(r.precision, r.precision)]
     if r.status != "ok":
         return [*head, r.status, *[""] * 6]
     acc = r.validation.accuracy if r.validation else None
     drop = r.validation.accuracy_drop if r.validation else None
-    lat, base_lat = r.latency_at(batch), base.latency_at(batch) if base else None
-    smaller = base.size_bytes / r.size_bytes if base and base.size_bytes and r.size_bytes else None
-    faster = base_lat.p50_ms / lat.p50_ms if base_lat and lat else None
+    lat = r.latency_at(batch)
+    smaller, faster = size_ratio(r, base), speedup(r, base, batch)
     return [
         *head,
         "ok",

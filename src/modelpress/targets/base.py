@@ -141,3 +141,27 @@ def check_precision(target: Target, precision: str) -> None:
         raise ConfigError(
             f"target {target.name} does not build precision {precision!r}; choose one of {target.precisions}"
         )
+
+
+def check_build(target: Target, precision: str, availability: Availability | None = None) -> None:
+    """The checks every ``build`` starts with: ``precision`` is one ``target`` builds (else
+    ``ConfigError``), then its runtime is here (``availability``, default
+    ``target.availability()``; else ``TargetUnavailable``)."""
+    check_precision(target, precision)
+    (target.availability() if availability is None else availability).require(target.name)
+
+
+def begin_build(
+    target: Target,
+    art: Artifact,
+    precision: str,
+    out_dir: str | Path,
+    availability: Availability | None = None,
+) -> tuple[Path, str]:
+    """The common start of a ``build`` that writes files: :func:`check_build`, then ``out_dir``
+    created; returns it as a ``Path`` and the stem the built files are named after
+    (:func:`artifact_stem`)."""
+    check_build(target, precision, availability)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, artifact_stem(art)

@@ -42,7 +42,7 @@ from ..data.base import InputSpec
 from ..errors import ArtifactError, ConfigError, one_line
 from ..feeds import numpy_feeds
 from ..quiet import quiet
-from .base import Availability, Runner, TargetInfo, check_precision, safe_stem
+from .base import Availability, Runner, TargetInfo, check_build, safe_stem
 from .litert_meta import read_meta, write_with_meta
 
 RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
@@ -216,8 +216,8 @@ class LiteRTTarget:
         from ..checkpoint import load_checkpoint
         from . import litert_quant
 
-        check_precision(self, precision)
-        self.converter_availability(precision).require(self.name)
+        # not begin_build: the file is named after the checkpoint's file (below), as it always was
+        check_build(self, precision, self.converter_availability(precision))
         if art.format != "torch":
             raise ConfigError(f"the litert target builds from a torch checkpoint, not {art.format}")
         ckpt = load_checkpoint(art.path)

@@ -48,7 +48,7 @@ from ..export import (
 from ..feeds import CalibrationFeeds, graph_feeds
 from ..quiet import quiet_logger
 from . import ort_providers
-from .base import Availability, Runner, TargetInfo, artifact_stem, check_precision
+from .base import Availability, Runner, TargetInfo, begin_build
 
 # float exports of this process, by (checkpoint id, rnn form, external-data threshold): a worker that builds fp32 and
 # int8 of one checkpoint exports it once (the exporter's metadata is rewritten per build)
@@ -165,11 +165,7 @@ class OnnxRuntimeTarget:
     def build(
         self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
     ) -> Artifact:
-        check_precision(self, precision)
-        self.availability().require(self.name)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        name = artifact_stem(art)
+        out_dir, name = begin_build(self, art, precision, out_dir)
         dest = out_dir / f"{name}.{precision}.onnx"
         meta = deployment_meta(
             dict(art.meta), target=self.name, precision=precision, ort=self._cfg_meta(precision)

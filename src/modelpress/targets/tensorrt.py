@@ -40,7 +40,7 @@ from ..data.base import InputSpec
 from ..errors import ArtifactError, BuildError, ConfigError
 from ..export import copy_onnx, deployment_meta, export_onnx
 from ..fsutil import atomic_write_bytes
-from .base import Availability, TargetInfo, artifact_stem, check_precision
+from .base import Availability, TargetInfo, begin_build
 from .litert_meta import DIGEST_AT, DIGEST_PLACEHOLDER, file_digest
 from .tensorrt_runner import TrtRunner
 
@@ -108,11 +108,7 @@ class TensorRTTarget:
     def build(
         self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
     ) -> Artifact:
-        check_precision(self, precision)
-        self.availability().require(self.name)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        name = artifact_stem(art)
+        out_dir, name = begin_build(self, art, precision, out_dir)
         identity = engine_identity(self.cfg.device)
         meta = deployment_meta(
             dict(art.meta),

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..errors import ConfigError
-from .base import Availability, Runner, TargetInfo, check_precision
+from .base import Availability, Runner, TargetInfo, check_build
 
 
 class TorchRunner(Runner):
@@ -59,8 +59,7 @@ class TorchTarget:
     def build(
         self, art: Artifact, precision: str, calib: np.ndarray | None, out_dir: Path
     ) -> Artifact:
-        check_precision(self, precision)
-        self.availability().require(self.name)
+        check_build(self, precision)  # it writes no file: no out_dir to create
         if precision == "fp16" and self.device == "cpu":
             raise ConfigError("torch fp16 runs on CUDA only here; use precision fp32 on cpu")
         if art.format != "torch":
