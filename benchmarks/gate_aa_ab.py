@@ -11,6 +11,14 @@ batch 1 and 32) gated against the baseline with a regression policy (``--toleran
     python benchmarks/gate_aa_ab.py [--runs 20] [--min-seconds 1] [--tolerance 0.10] [--out FILE]
                                                         -> benchmarks/results/gates.md
 
+With ``--interleaved`` there is no baseline run: each run is one worker process that loads the
+artifact twice (A and B, two sessions) and times them in alternating ABBA blocks
+(:mod:`modelpress.measure.interleave`); the gate fails when the CI low of B/A is above
+``1 + --tolerance``. A/A runs leave B as is, A/B runs make every B call ``--slowdown`` slower.
+
+    python benchmarks/gate_aa_ab.py --interleaved --runs 50 --slowdown 0.05 --tolerance 0.02
+                                                        -> benchmarks/results/gates_interleaved.md
+
 The per-call overhead of the harness itself is benchmarks/harness_overhead.py's (its own file,
 benchmarks/results/harness_overhead.md).
 """
@@ -41,13 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.10)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--target", default="onnxruntime", choices=("onnxruntime", "torch"))
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/gates.md")
+    p.add_argument("--out", type=Path, help="default: benchmarks/results/gates[_interleaved].md")
+    p.add_argument("--interleaved", action="store_true", help="A and B in one worker, ABBA blocks")
+    p.add_argument("--blocks", type=int, default=20, help="--interleaved: block pairs per batch")
+    p.add_argument("--calls-per-block", type=int, default=50, help="--interleaved: calls a block")
     a = p.parse_args(argv)
     from modelpress.fsutil import atomic_write_text
 
+    name = "gates_interleaved.md" if a.interleaved else "gates.md"
+    a.out = a.out or ROOT / "benchmarks/results" / name
     with measuring(__file__, argv) as measured:
-        baseline, runs = measure(a)
-    text = render(a, measured.header_lines(), baseline, runs)
+        if a.interleaved:
+            runs = measure_interleaved_runs(a)
+        else:
+            baseline, runs = measure(a)
+    if a.interleaved:
+        text = render_interleaved(a, measured.header_lines(), runs)
+    else:
+        text = render(a, measured.header_lines(), baseline, runs)
     atomic_write_text(a.out, text)
     print(text)
     return 0
@@ -94,6 +113,101 @@ def measure(a: argparse.Namespace):
                 why = "" if rec.status == "ok" else f"{rec.status}: {rec.reason}"
                 print(f"{kind} run {i + 1}: exit {report.exit_code} {line}{why}", file=sys.stderr)
     return baseline, runs
+
+
+def measure_interleaved_runs(a: argparse.Namespace) -> dict[str, list[dict]]:
+    """``a.runs`` A/A and A/B interleaved runs alternating, each in its own worker process."""
+    from modelpress.measure.bench import run_worker
+    from modelpress.measure.interleave import InterleavedResult, interleaved_verdict
+    from modelpress.targets import get_target
+
+    settings = {
+        "batch_sizes": [1, 32],
+        "blocks": a.blocks,
+        "calls_per_block": a.calls_per_block,
+        "warmup": max(a.calls_per_block, 10),
+        "confidence": a.confidence,
+    }
+    runs: dict[str, list[dict]] = {"A/A": [], "A/B": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, _ = digits_cnn_checkpoint(Path(tmp), None)
+        art = get_target(a.target, threads=1).build(ckpt, "fp32", None, Path(tmp) / "built")
+        for i in range(a.runs):
+            kinds = (("A/A", 0.0), ("A/B", a.slowdown))
+            for kind, slowdown in kinds if i % 2 == 0 else kinds[::-1]:
+                job = {
+                    "mode": "interleave",
+                    "artifact_a": art.to_dict(),
+                    "artifact_b": art.to_dict(),
+                    "target": a.target,
+                    "target_options": {"threads": 1},
+                    "slowdown_b": slowdown,
+                    "settings": settings,
+                }
+                out = run_worker(job, 900.0, Path(tmp))
+                row: dict = {"measured": out["status"] == "ok", "failed": out["status"] != "ok"}
+                for entry in out.get("batches", []):
+                    res = InterleavedResult.from_dict(entry)
+                    status, why = interleaved_verdict(res, a.tolerance)
+                    row["failed"] |= status == "fail"
+                    row[f"batch{entry['batch']}"] = (res.ratio, res.ci_low, res.ci_high)
+                    print(f"{kind} run {i + 1} batch {entry['batch']}: {why}", file=sys.stderr)
+                if not row["measured"]:
+                    print(
+                        f"{kind} run {i + 1}: {out['status']}: {out.get('reason')}", file=sys.stderr
+                    )
+                runs[kind].append(row)
+    return runs
+
+
+def render_interleaved(
+    a: argparse.Namespace, header: list[str], runs: dict[str, list[dict]]
+) -> str:
+    line = 1 + a.tolerance
+    out = [
+        "# Latency regression gate, interleaved: A/A and A/B on this machine",
+        "",
+        *header,
+        "",
+        f"The digits CNN (`resnet8`, untrained, seed 0), built for {a.target} fp32 with one "
+        f"thread, is loaded twice in one worker process (A and B) and timed in {a.blocks} "
+        f"ABBA-ordered block pairs of {a.calls_per_block} calls at batch 1 and 32 "
+        "(`modelpress.measure.interleave`); the ratio B/A is the geometric mean of the pairs' "
+        f"ratios of block medians, with a {a.confidence:.0%} t-interval. {a.runs} runs leave B "
+        f"unchanged (A/A: every gate failure is a false failure; target 0) and {a.runs} make "
+        f"every B call {a.slowdown:.0%} slower by the harness's busy wait (A/B: every failure is "
+        f"a detection; target: all), alternating, each in a fresh worker process. A run fails "
+        f"when at either batch size the CI low of B/A is above {line:.3f} (tolerance "
+        f"{a.tolerance:.1%}).",
+        "",
+        "| runs | gate failed | B/A, batch 1 (min / median / max) | batch 32 "
+        "| highest CI low | lowest CI low |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, all_rows in runs.items():
+        rows = [r for r in all_rows if r["measured"]]
+        what = "A/A (unchanged)" if kind == "A/A" else f"A/B (+{a.slowdown:.0%} per call on B)"
+        lost = len(all_rows) - len(rows)
+        what += f"; {lost} run(s) not measured (harness failure)" if lost else ""
+        failed = f"{sum(r['failed'] for r in all_rows)} / {len(all_rows)}"
+        if not rows:
+            out.append(f"| {what} | {failed} | - | - | - | - |")
+            continue
+        r1, r32 = ([r[b][0] for r in rows] for b in ("batch1", "batch32"))
+        lows = [max(r["batch1"][1], r["batch32"][1]) for r in rows]  # what decides the run
+        out.append(
+            f"| {what} | {failed} | {min(r1):.3f} / {np.median(r1):.3f} / {max(r1):.3f} | "
+            f"{min(r32):.3f} / {np.median(r32):.3f} / {max(r32):.3f} | {max(lows):.3f} | "
+            f"{min(lows):.3f} |"
+        )
+    out += [
+        "",
+        "A failed run (harness failure) counts as a gate failure. The tolerance must sit above "
+        "the A/A rows' highest CI low (a steady difference between two sessions of one model "
+        "that pairing cannot cancel) and below the A/B rows' lowest CI low.",
+        "",
+    ]
+    return "\n".join(out)
 
 
 def render(a: argparse.Namespace, header: list[str], baseline, runs: dict[str, list[dict]]) -> str:

@@ -31,4 +31,6 @@ for extra in ort-gpu tensorrt; do
     "${PIP[@]}" -e ".[$extra]" >/dev/null 2>&1 \
         || echo "gpu_check: the $extra extra could not be installed here; its rows will say so" >&2
 done
+"${PIP[@]}" torchao >/dev/null 2>&1 \
+    || echo "gpu_check: torchao (QAT) could not be installed here; the QAT row will say so" >&2
 exec timeout "$LIMIT_S" "$VENV/bin/python" benchmarks/gpu_check.py "$@"

@@ -9,6 +9,8 @@ it runs, each job's start and end go to stderr as progress events (JSON after
   reference logits, then time ``predict`` at each batch size (warm-up excluded; at least
   ``min_calls`` calls AND at least ``min_seconds``), and report peak memory (VmHWM);
 - ``build``: ``target.build`` in its own process, so the build's memory does not count.
+- ``interleave``: two artifacts timed in alternating blocks in this one process, their ratio
+  with a confidence interval (:func:`modelpress.measure.interleave.interleaved_job`).
 
 Only this process imports the runtime (onnxruntime, ai_edge_litert, tensorrt, torch), so one
 runtime's threads, allocator and memory never pollute another's measurement.
@@ -16,8 +18,6 @@ runtime's threads, allocator and memory never pollute another's measurement.
 
 from __future__ import annotations
 
-import functools
-import gc
 import json
 import resource
 import sys
@@ -31,9 +31,18 @@ import numpy as np
 
 from ..errors import TargetUnavailable, one_line
 from ..fsutil import atomic_write_text
+from .interleave import interleaved_job
 from .stats import percentiles
+from .timing import (  # noqa: F401 (re-exported: they lived here)
+    Call,
+    batch_of,
+    fast_call,
+    load_data,
+    slowed,
+    synthetic_inputs,
+    time_calls,
+)
 
-Call = Callable[[], Any]  # one prepared call: the runtime on a fixed batch
 PROGRESS_PREFIX = "modelpress-progress: "  # marks the progress lines on the worker's stderr
 
 
@@ -54,65 +63,6 @@ def maxrss_bytes() -> int:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-def time_calls(call: Call, min_calls: int, min_seconds: float) -> np.ndarray:
-    """Per-call latency (ns) of ``call()``: at least ``min_calls`` calls AND ``min_seconds``.
-
-    Only ``call`` sits between the two clock reads; the garbage collector is paused, as timeit
-    does, so that a collection triggered by other code is not billed to the model.
-    """
-    samples: list[int] = []
-    append, clock = samples.append, time.perf_counter_ns
-    deadline = clock() + int(min_seconds * 1e9)
-    n = 0
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while True:
-            t0 = clock()
-            call()
-            t1 = clock()
-            append(t1 - t0)
-            n += 1
-            if n >= min_calls and t1 >= deadline:
-                break
-    finally:
-        if enabled:
-            gc.enable()
-    return np.asarray(samples, dtype=np.int64)
-
-
-def slowed(call: Call, extra_ns: int) -> Call:
-    """``call`` followed by a busy wait of ``extra_ns`` (a sleep is too coarse for microseconds)."""
-    clock = time.perf_counter_ns
-
-    def run() -> Any:
-        out = call()
-        end = clock() + extra_ns
-        while clock() < end:
-            pass
-        return out
-
-    return run
-
-
-def fast_call(runner: Any, x: np.ndarray) -> Call:
-    """The cheapest correct zero-argument call that runs ``runner`` on the fixed batch ``x``.
-
-    - a runner with ``prepare(x)`` (an optional hook: it returns a zero-argument callable, e.g.
-      ``functools.partial(session.run, None, feeds)``) is timed through that;
-    - a :class:`~modelpress.targets.base.Runner` whose ``predict`` is the base one is
-      ``check_input`` + ``_run``: the (constant) input is checked once, ``_run`` is timed;
-    - any other runner is timed through ``predict``.
-    """
-    from ..targets.base import Runner
-
-    if callable(getattr(runner, "prepare", None)):
-        return runner.prepare(x)
-    if isinstance(runner, Runner) and type(runner).predict is Runner.predict:
-        return functools.partial(runner._run, runner.check_input(x))
-    return functools.partial(runner.predict, x)
 
 
 def latency_entry(samples_ns: np.ndarray, batch: int, seconds: float, keep: int) -> dict[str, Any]:
@@ -155,29 +105,6 @@ def compute_entry(call: Callable[[], float], calls: int) -> dict[str, float]:
     ms = np.array([call() for _ in range(max(1, calls))])
     pct = percentiles(ms, (50, 90, 99))
     return {f"compute_{k}_ms": float(v) for k, v in pct.items()}
-
-
-def batch_of(pool: np.ndarray, batch: int) -> np.ndarray:
-    """``batch`` real inputs from ``pool`` (repeated when the pool is smaller)."""
-    reps = -(-batch // len(pool))
-    return np.ascontiguousarray(np.concatenate([pool] * reps)[:batch])
-
-
-def load_data(meta: dict[str, Any]):
-    """The test split the artifact was trained for (from its metadata), or None."""
-    from ..data import DataConfig, load_dataset
-
-    cfg = (meta.get("preprocessing") or {}).get("data_config")
-    return load_dataset(DataConfig(**cfg)) if cfg else None
-
-
-def synthetic_inputs(meta: dict[str, Any], n: int = 64) -> np.ndarray:
-    from ..data.base import InputSpec
-
-    spec = InputSpec.from_dict(meta["input_spec"])
-    if np.issubdtype(np.dtype(spec.dtype), np.integer):
-        return np.ones((n, *spec.shape), dtype=spec.dtype)
-    return np.random.default_rng(0).standard_normal((n, *spec.shape)).astype(spec.dtype)
 
 
 def run_bench(job: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +194,12 @@ def run_many(job: dict[str, Any]) -> dict[str, Any]:
     return {"status": "ok", "results": [run_one(j, i, len(jobs)) for i, j in enumerate(jobs)]}
 
 
-MODES = {"bench": run_bench, "build": run_build, "many": run_many}
+MODES = {
+    "bench": run_bench,
+    "build": run_build,
+    "interleave": interleaved_job,
+    "many": run_many,
+}
 
 
 def trust(job: dict[str, Any]) -> None:

@@ -47,85 +47,89 @@ def prepare_trials(
 
     ``build_job``: extra fields of each build worker's job (the trust record, and where the
     data files are not here, the calibration inputs as ``calibration_file``)."""
+    art = _pruned(task, start, data, cache) if task["ratio"] > 0 else start
+    return [
+        _built(task, art, precision, keep, cache, build_job) for precision, keep in task["combos"]
+    ]
+
+
+def _pruned(task: dict[str, Any], start: Artifact, data: DataBundle, cache: StageCache) -> Artifact:
+    """``start`` pruned to the task's ratio with a fine-tune recovery (a cached stage)."""
     from ..compress.base import PassContext
     from ..compress.prune import PruneConfig, prune
+
+    cfg = {
+        "ratio": task["ratio"],
+        "recovery": "finetune",
+        "recovery_epochs": task["recovery_epochs"],
+    }
+
+    def do_prune(tmp: Path) -> dict[str, Any]:
+        ctx = PassContext(
+            data=data,
+            out_dir=tmp,
+            seed=task["seed"],
+            device=task.get("device") or "auto",  # run --device; not in the cache key
+        )
+        res = prune(start, PruneConfig(**cfg), ctx)
+        return {"artifact": artifact_to_manifest(res.artifact, tmp)}
+
+    key = cache.key("prune", start.id, {"options": cfg, "seed": task["seed"]})
+    folder, man = cache.run("prune", key, do_prune)
+    return artifact_from_manifest(man["artifact"], folder)
+
+
+def _built(
+    task: dict[str, Any],
+    art: Artifact,
+    precision: str,
+    keep: int,
+    cache: StageCache,
+    build_job: dict[str, Any],
+) -> dict[str, Any]:
+    """One trial's build in a worker process (a cached stage): its artifact, or why it failed."""
     from ..measure.bench import run_worker
+    from ..targets import build_identity
 
-    art = start
-    if task["ratio"] > 0:
-        cfg = {
-            "ratio": task["ratio"],
-            "recovery": "finetune",
-            "recovery_epochs": task["recovery_epochs"],
+    exclude = task["sensitive"][:keep] if keep else []
+    options = {**task["options"], **({"exclude": exclude} if exclude else {})}
+    ident = build_identity(task["target"], options)  # TensorRT: its version and the GPU
+    config = {
+        "target": task["target"],
+        "precision": precision,
+        "options": options,
+        "calibration": task["calibration"],
+        **({"built_for": ident} if ident else {}),
+    }
+    entry: dict[str, Any] = {"precision": precision, "keep_float": keep, "kept_float": exclude}
+
+    def do_build(tmp: Path) -> dict[str, Any]:
+        job = {
+            "mode": "build",
+            "artifact": art.to_dict(),
+            "target": task["target"],
+            "target_options": options,
+            "precision": precision,
+            "out_dir": str(tmp),
+            "calibration": task["calibration"],
+            **build_job,
         }
+        res = run_worker(job, 900.0, tmp)
+        for leftover in tmp.glob("job-*.json"):
+            leftover.unlink()
+        if res["status"] != "ok":
+            raise RuntimeError(res["reason"])
+        return {"artifact": artifact_to_manifest(Artifact.from_dict(res["artifact"]), tmp)}
 
-        def do_prune(tmp: Path) -> dict[str, Any]:
-            res = prune(
-                start,
-                PruneConfig(**cfg),
-                PassContext(
-                    data=data,
-                    out_dir=tmp,
-                    seed=task["seed"],
-                    device=task.get("device") or "auto",  # run --device; not in the cache key
-                ),
-            )
-            return {"artifact": artifact_to_manifest(res.artifact, tmp)}
-
-        folder, man = cache.run(
-            "prune", cache.key("prune", start.id, {"options": cfg, "seed": task["seed"]}), do_prune
-        )
-        art = artifact_from_manifest(man["artifact"], folder)
-    out = []
-    for precision, keep in task["combos"]:
-        exclude = task["sensitive"][:keep] if keep else []
-        options = {**task["options"], **({"exclude": exclude} if exclude else {})}
-        key = cache.key(
-            "build",
-            art.id,
-            {
-                "target": task["target"],
-                "precision": precision,
-                "options": options,
-                "calibration": task["calibration"],
-            },
-        )
-        entry = {"precision": precision, "keep_float": keep, "kept_float": exclude}
-
-        def do_build(tmp: Path, precision=precision, options=options) -> dict[str, Any]:
-            res = run_worker(
-                {
-                    "mode": "build",
-                    "artifact": art.to_dict(),
-                    "target": task["target"],
-                    "target_options": options,
-                    "precision": precision,
-                    "out_dir": str(tmp),
-                    "calibration": task["calibration"],
-                    **build_job,
-                },
-                900.0,
-                tmp,
-            )
-            for leftover in tmp.glob("job-*.json"):
-                leftover.unlink()
-            if res["status"] != "ok":
-                raise RuntimeError(res["reason"])
-            return {"artifact": artifact_to_manifest(Artifact.from_dict(res["artifact"]), tmp)}
-
-        try:
-            folder, man = cache.run("build", key, do_build)
-            entry.update(
-                status="ok",
-                artifact=artifact_from_manifest(man["artifact"], folder).to_dict(),
-                options=options,
-            )
-        except StageMissing:  # only looking up (see StageCache.only_lookups): not a failure
-            raise
-        except Exception as exc:
-            entry.update(status="failed", reason=one_line(exc))
-        out.append(entry)
-    return out
+    try:
+        folder, man = cache.run("build", cache.key("build", art.id, config), do_build)
+        built = artifact_from_manifest(man["artifact"], folder).to_dict()
+        entry.update(status="ok", artifact=built, options=options)
+    except StageMissing:  # only looking up (see StageCache.only_lookups): not a failure
+        raise
+    except Exception as exc:
+        entry.update(status="failed", reason=one_line(exc))
+    return entry
 
 
 def prepare_ratio(task: dict[str, Any]) -> list[dict[str, Any]]:

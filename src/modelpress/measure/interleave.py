@@ -1,0 +1,222 @@
+"""Interleaved A/B latency: a baseline and a candidate timed in alternating blocks, one process.
+
+A regression gate that compares today's run with a baseline file measured at another time
+compares two machines states as much as two artifacts: on a shared 2-core VM the ratio of an
+artifact to itself drifted from 0.66 to 0.99 between runs. Here both artifacts are loaded in the
+same worker, warmed up alike, then timed in blocks of ``calls_per_block`` calls, alternating
+A B | B A | A B | B A ... (ABBA: the order flips every pair, so a linear drift of the machine
+adds to one pair what it takes from the next). Each pair gives the log of the ratio of its two
+block medians; the result is their mean and a confidence interval of the ratio B/A.
+
+>>> from modelpress.measure.interleave import measure_interleaved, interleaved_verdict
+>>> res = measure_interleaved(runner, runner, x, blocks=20, calls_per_block=50,  # doctest: +SKIP
+...                           warmup=50)
+>>> interleaved_verdict(res, tolerance=0.03)                                     # doctest: +SKIP
+('pass', 'B/A 1.002 (95% CI 0.996-1.008, 20 block pairs): within 1.03')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, TargetUnavailable, one_line
+from .timing import Call, batch_of, fast_call, load_data, slowed, synthetic_inputs, time_calls
+
+MIN_BLOCKS = 5  # pairs (4 degrees of freedom): where t_quantile is accurate from
+
+
+@dataclass(frozen=True)
+class InterleavedResult:
+    """Block medians (ns) of A and B in time order of their pairs, and the ratio B/A.
+
+    ``ratio`` is ``exp(mean(log_ratios))`` (the geometric mean of the per-pair ratios);
+    ``ci_low``/``ci_high`` its two-sided ``confidence`` interval; ``extra_ns`` the busy wait
+    added to each B call when ``slowdown_b`` > 0 (gate self-tests only)."""
+
+    blocks: int
+    calls_per_block: int
+    warmup: int
+    slowdown_b: float
+    extra_ns: int
+    medians_a_ns: list[float]
+    medians_b_ns: list[float]
+    log_ratios: list[float]
+    ratio: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InterleavedResult:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (Cornish-Fisher expansion around the normal quantile, four terms;
+    no scipy): for ``df`` >= 4 within 1e-3 of the exact value up to p=0.975 (2.7756 for 2.7764
+    at df=4) and within 0.3 % at p=0.995; exact to 4 digits from df=9."""
+    z = NormalDist().inv_cdf(p)
+    v = float(df)
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+        + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * v**4)
+    )
+
+
+def paired_ratio_ci(log_ratios: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """Ratio ``exp(mean)`` and its t-interval from the per-pair log ratios.
+
+    A t-interval, not a bootstrap: there are few pairs (10-40), and a percentile bootstrap of a
+    mean over n < 30 points is too narrow (it misses the t distribution's wider tails and the
+    n/(n-1) variance factor), which is exactly the A/A false failure this mode exists to avoid.
+    Each pair's value is a log ratio of two block medians, each of many calls, so it is close to
+    normal; and the ABBA order makes drift alternate in sign across pairs, which widens the
+    interval (conservative) rather than shifting it. The answer is deterministic: no seed.
+    """
+    d = np.asarray(log_ratios, dtype=np.float64)
+    n = d.size
+    mean = float(d.mean())
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * se
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
+def _block_median(call: Call, calls: int) -> float:
+    return float(np.median(time_calls(call, calls, 0.0)))
+
+
+def measure_interleaved(
+    runner_a: Any,
+    runner_b: Any,
+    x: np.ndarray,
+    blocks: int,
+    calls_per_block: int,
+    warmup: int,
+    slowdown_b: float = 0.0,
+    confidence: float = 0.95,
+) -> InterleavedResult:
+    """Time ``runner_a`` and ``runner_b`` on the batch ``x`` in ``blocks`` ABBA-ordered pairs.
+
+    Both get ``warmup`` untimed calls, in alternating halves (A B B A), so neither starts colder.
+    ``slowdown_b`` > 0 makes every B call that fraction slower (a busy wait calibrated on B's own
+    median after warm-up, as :func:`modelpress.measure.worker.measure_batch` does): only to check
+    that a gate catches a regression.
+    """
+    if blocks < MIN_BLOCKS or calls_per_block < 1 or warmup < 0:
+        raise ConfigError(
+            f"interleaving needs blocks >= {MIN_BLOCKS}, calls_per_block >= 1 and warmup >= 0, "
+            f"got {blocks}, {calls_per_block}, {warmup}"
+        )
+    if not 0.5 <= confidence < 1.0 or not 0.0 <= slowdown_b <= 10.0:
+        raise ConfigError(f"confidence is in [0.5, 1), slowdown_b in [0, 10]; got {confidence}")
+    call_a, call_b = fast_call(runner_a, x), fast_call(runner_b, x)
+    half = (warmup + 1) // 2
+    for call in (call_a, call_b, call_b, call_a):
+        time_calls(call, half, 0.0)
+    extra = 0
+    if slowdown_b > 0:
+        extra = int(slowdown_b * np.median(time_calls(call_b, 50, 0.05)))
+        call_b = slowed(call_b, extra)
+    med_a, med_b = [], []
+    for i in range(blocks):
+        if i % 2 == 0:
+            med_a.append(_block_median(call_a, calls_per_block))
+            med_b.append(_block_median(call_b, calls_per_block))
+        else:
+            med_b.append(_block_median(call_b, calls_per_block))
+            med_a.append(_block_median(call_a, calls_per_block))
+    logs = np.log(med_b) - np.log(med_a)
+    ratio, low, high = paired_ratio_ci(logs, confidence)
+    return InterleavedResult(
+        blocks=blocks,
+        calls_per_block=calls_per_block,
+        warmup=warmup,
+        slowdown_b=slowdown_b,
+        extra_ns=extra,
+        medians_a_ns=med_a,
+        medians_b_ns=med_b,
+        log_ratios=[float(v) for v in logs],
+        ratio=ratio,
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+    )
+
+
+def interleaved_verdict(result: InterleavedResult, tolerance: float) -> tuple[str, str]:
+    """``("fail", why)`` when B is slower than A beyond ``tolerance`` with the result's
+    confidence (the CI's lower bound of B/A is above ``1 + tolerance``), else ``("pass", why)``.
+
+    The tolerance absorbs what pairing cannot: a steady difference between two loaded copies of
+    the same model (memory placement); ``benchmarks/gate_aa_ab.py --interleaved`` measures it."""
+    if not 0.0 <= tolerance < 10.0:
+        raise ConfigError(f"tolerance is a fraction >= 0 (0.03 = 3 %), got {tolerance}")
+    line = 1.0 + tolerance
+    status = "fail" if result.ci_low > line else "pass"
+    where = "above" if status == "fail" else "within"
+    return status, (
+        f"B/A {result.ratio:.3f} ({result.confidence:.0%} CI {result.ci_low:.3f}-"
+        f"{result.ci_high:.3f}, {result.blocks} block pairs): {where} {line:.3f}"
+    )
+
+
+def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The worker's ``interleave`` mode: load ``artifact_a`` and ``artifact_b`` on one target and
+    time them interleaved at each batch size; a failure is a ``failed`` row with its reason.
+
+    Job keys: ``artifact_a``, ``artifact_b`` (artifact dicts), ``target``, ``target_options``,
+    ``slowdown_b``, ``settings`` (``batch_sizes``, ``blocks``, ``calls_per_block``, ``warmup``,
+    ``confidence``). Inputs: A's test split, or synthetic ones from A's input spec."""
+    from ..artifact import Artifact
+    from ..targets import get_target
+
+    settings, out = job["settings"], {"status": "ok", "batches": []}
+    phase = "load"
+    try:
+        art_a, art_b = (Artifact.from_dict(job[k]) for k in ("artifact_a", "artifact_b"))
+        spec_a, spec_b = (a.meta.get("input_spec") for a in (art_a, art_b))
+        if spec_a != spec_b:
+            raise ConfigError(
+                f"A and B take different inputs ({spec_a} vs {spec_b}); compare "
+                "two builds of the same model"
+            )
+        data = load_data(dict(art_a.meta))
+        pool = data.test.x if data is not None else synthetic_inputs(dict(art_a.meta))
+        target = get_target(job["target"], **job.get("target_options", {}))
+        target.availability().require(job["target"])
+        runners = [target.load(art_a), target.load(art_b)]
+        info = target.describe().to_dict()
+        out.update(runtime=info, threads=info.get("threads"))
+        for batch in settings["batch_sizes"]:
+            phase = f"interleaved timing at batch {batch}"
+            t0 = time.perf_counter()
+            res = measure_interleaved(
+                *runners,
+                batch_of(pool, batch),
+                settings["blocks"],
+                settings["calls_per_block"],
+                settings["warmup"],
+                job.get("slowdown_b", 0.0),
+                settings.get("confidence", 0.95),
+            )
+            entry = {"batch": batch, "seconds": time.perf_counter() - t0, **res.to_dict()}
+            out["batches"].append(entry)
+        for r in runners:
+            r.close()
+    except TargetUnavailable as exc:
+        out.update(status="skipped", reason=one_line(exc))
+    except Exception as exc:  # a row that says why, never a crash of the worker
+        out.update(status="failed", reason=f"{phase}: {type(exc).__name__}: {one_line(exc)}")
+    return out
