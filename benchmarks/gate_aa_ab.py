@@ -160,6 +160,25 @@ def measure_interleaved_runs(a: argparse.Namespace) -> dict[str, list[dict]]:
     return runs
 
 
+def _row_head(what: str, all_rows: list[dict]) -> tuple[str, list[dict]]:
+    """A table row's first cells (which runs, how many failed the gate) and the measured runs
+    (a run whose harness failed has no ratio; it counts as a gate failure)."""
+    rows = [r for r in all_rows if r["measured"]]
+    lost = len(all_rows) - len(rows)
+    what += f"; {lost} run(s) not measured (harness failure)" if lost else ""
+    failed = f"{sum(r['failed'] for r in all_rows)} / {len(all_rows)}"
+    return f"| {what} | {failed} |", rows
+
+
+def _ratio_cells(rows: list[dict]) -> str:
+    """min / median / max of the ratios at batch 1 and batch 32, two table cells."""
+    r1, r32 = ([r[b][0] for r in rows] for b in ("batch1", "batch32"))
+    return (
+        f"{min(r1):.3f} / {np.median(r1):.3f} / {max(r1):.3f} | "
+        f"{min(r32):.3f} / {np.median(r32):.3f} / {max(r32):.3f}"
+    )
+
+
 def render_interleaved(
     a: argparse.Namespace, header: list[str], runs: dict[str, list[dict]]
 ) -> str:
@@ -185,21 +204,13 @@ def render_interleaved(
         "|---|---|---|---|---|---|",
     ]
     for kind, all_rows in runs.items():
-        rows = [r for r in all_rows if r["measured"]]
         what = "A/A (unchanged)" if kind == "A/A" else f"A/B (+{a.slowdown:.0%} per call on B)"
-        lost = len(all_rows) - len(rows)
-        what += f"; {lost} run(s) not measured (harness failure)" if lost else ""
-        failed = f"{sum(r['failed'] for r in all_rows)} / {len(all_rows)}"
+        head, rows = _row_head(what, all_rows)
         if not rows:
-            out.append(f"| {what} | {failed} | - | - | - | - |")
+            out.append(f"{head} - | - | - | - |")
             continue
-        r1, r32 = ([r[b][0] for r in rows] for b in ("batch1", "batch32"))
         lows = [max(r["batch1"][1], r["batch32"][1]) for r in rows]  # what decides the run
-        out.append(
-            f"| {what} | {failed} | {min(r1):.3f} / {np.median(r1):.3f} / {max(r1):.3f} | "
-            f"{min(r32):.3f} / {np.median(r32):.3f} / {max(r32):.3f} | {max(lows):.3f} | "
-            f"{min(lows):.3f} |"
-        )
+        out.append(f"{head} {_ratio_cells(rows)} | {max(lows):.3f} | {min(lows):.3f} |")
     out += [
         "",
         "A failed run (harness failure) counts as a gate failure. The tolerance must sit above "
@@ -235,22 +246,14 @@ def render(a: argparse.Namespace, header: list[str], baseline, runs: dict[str, l
         "|---|---|---|---|---|---|",
     ]
     for kind, all_rows in runs.items():
-        rows = [r for r in all_rows if r["measured"]]  # a run whose harness failed has no ratio
         what = "A/A (unchanged)" if kind == "A/A" else f"A/B (+{a.slowdown:.0%} per call)"
-        lost = len(all_rows) - len(rows)
-        what += f"; {lost} run(s) not measured (harness failure)" if lost else ""
-        failed = f"{sum(r['failed'] for r in all_rows)} / {len(all_rows)}"
+        head, rows = _row_head(what, all_rows)
         if not rows:
-            out.append(f"| {what} | {failed} | - | - | - | - |")
+            out.append(f"{head} - | - | - | - |")
             continue
-        r1, r32 = ([r[b][0] for r in rows] for b in ("batch1", "batch32"))
         lows = [min(r["batch1"][1], r["batch32"][1]) for r in rows]
         highs = [max(r["batch1"][1], r["batch32"][1]) for r in rows]
-        out.append(
-            f"| {what} | {failed} | {min(r1):.3f} / {np.median(r1):.3f} / {max(r1):.3f} | "
-            f"{min(r32):.3f} / {np.median(r32):.3f} / {max(r32):.3f} | {min(lows):.3f} | "
-            f"{max(highs):.3f} |"
-        )
+        out.append(f"{head} {_ratio_cells(rows)} | {min(lows):.3f} | {max(highs):.3f} |")
     out += [
         "",
         "A failed run (harness failure) counts as a gate failure, as it does in CI. What moves "
