@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
-EXTRAS ?= tflite,ray,dev
+EXTRAS ?= tflite,ray,devices,dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelpress-setup
 

@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interleaved", action="store_true", help="A and B in one worker, ABBA blocks")
     p.add_argument("--blocks", type=int, default=20, help="--interleaved: block pairs per batch")
     p.add_argument("--calls-per-block", type=int, default=50, help="--interleaved: calls a block")
+    p.add_argument(
+        "--no-reload",
+        action="store_true",
+        help="--interleaved: keep one pair of sessions (default: fresh ones every block pair)",
+    )
     a = p.parse_args(argv)
     from modelpress.fsutil import atomic_write_text
 
@@ -127,6 +132,7 @@ def measure_interleaved_runs(a: argparse.Namespace) -> dict[str, list[dict]]:
         "calls_per_block": a.calls_per_block,
         "warmup": max(a.calls_per_block, 10),
         "confidence": a.confidence,
+        "reload": not a.no_reload,
     }
     runs: dict[str, list[dict]] = {"A/A": [], "A/B": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,8 +195,13 @@ def render_interleaved(
         *header,
         "",
         f"The digits CNN (`resnet8`, untrained, seed 0), built for {a.target} fp32 with one "
-        f"thread, is loaded twice in one worker process (A and B) and timed in {a.blocks} "
-        f"ABBA-ordered block pairs of {a.calls_per_block} calls at batch 1 and 32 "
+        f"thread, is loaded twice in one worker process (A and B"
+        + (
+            "; a fresh pair of sessions, loaded in alternating order, for every block pair"
+            if not a.no_reload
+            else "; one pair of sessions for the whole run"
+        )
+        + f") and timed in {a.blocks} ABBA-ordered block pairs of {a.calls_per_block} calls at batch 1 and 32 "
         "(`modelpress.measure.interleave`); the ratio B/A is the geometric mean of the pairs' "
         f"ratios of block medians, with a {a.confidence:.0%} t-interval. {a.runs} runs leave B "
         f"unchanged (A/A: every gate failure is a false failure; target 0) and {a.runs} make "

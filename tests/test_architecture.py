@@ -21,6 +21,8 @@ LAYERS = {  # module (or package prefix) -> rank; a module takes the longest pre
     "modelpress.__main__": 8,
     "modelpress.run": 7,
     "modelpress.measure": 6,
+    "modelpress.devices": 6,  # where measurements run: beside measure, which drives them
+    "modelpress.devices.runner": 1,  # the runner that travels imports nothing of modelpress
     "modelpress.compress": 5,
     "modelpress.targets": 4,
     "modelpress.models": 2,

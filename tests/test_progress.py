@@ -311,7 +311,9 @@ def test_fingerprint_is_computed_once_and_describes_the_machine(monkeypatch):
     assert bench.collect_environment().machine_id == first.id
     # another CPU (flags differ) is another machine
     machine.machine_fingerprint.cache_clear()
-    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx2", "sse4_2"])
+    from modelpress.devices import runner  # the facts are gathered by the travelling runner
+
+    monkeypatch.setattr(runner, "cpu_flags", lambda: ["avx2", "sse4_2"])
     try:
         assert machine.machine_fingerprint().id != first.id
     finally:

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _device_arg(p, "where every model and pass trains, whatever the recipe says")
 
-    from .measure import bench, gate, report
+    from .measure import bench, compare, gate, gate_interleaved, report
 
     bench.configure_parser(
         sub.add_parser("bench", help="benchmark checkpoints on targets (fresh process each)")
@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.configure_parser(
         sub.add_parser("report", help="markdown + HTML report of a results file")
     )
+    p = sub.add_parser("compare", help="results of several devices and runs side by side")
+    compare.configure_parser(p)
+    gate_interleaved.add_arguments(p)  # compare --interleave BASE NEW: a live A/B measurement
 
     sub.add_parser("models", help="list registry models")
     sub.add_parser("datasets", help="list datasets")
@@ -281,6 +284,11 @@ def _delegate(module: str, fn: str):
     return call
 
 
+COMPARE_MODES = {  # compare: results side by side, or (--interleave) two artifacts timed now
+    False: ("measure.compare", "cmd_compare"),
+    True: ("measure.gate_interleaved", "cmd_interleave"),
+}
+
 COMMANDS = {
     "train": cmd_train,
     "baselines": cmd_baselines,
@@ -292,6 +300,7 @@ COMMANDS = {
     "bench": _delegate("bench", "cmd_bench"),
     "gate": _delegate("gate", "cmd_gate"),
     "report": _delegate("report", "cmd_report"),
+    "compare": lambda a: _delegate(*COMPARE_MODES[bool(a.interleave)])(a),
 }
 
 

@@ -63,6 +63,12 @@ class TargetUnavailable(ModelPressError):
     exit_code = 2
 
 
+class DeviceError(ModelPressError):
+    """A measuring device cannot be reached or used (ssh, adb): its rows say why, others go on."""
+
+    exit_code = 1
+
+
 class GateFailed(ModelPressError):
     """A CI gate did not pass."""
 

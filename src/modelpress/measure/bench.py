@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from ..artifact import Artifact
 from ..errors import ConfigError, one_line
 from .machine import cpu_model, machine_fingerprint, usable_cores, versions
 from .results import Environment, Record, Results, new_results
+
+if TYPE_CHECKING:
+    from ..devices.spec import Device
 
 LIBRARIES = (
     "modelpress",
@@ -278,28 +281,38 @@ def unsupported_precision(job: BenchJob) -> str:
     return ""
 
 
-def run_job(job: BenchJob, settings: BenchSettings, workdir: Path) -> Record:
-    """Build (if asked) and measure one job, each step in a fresh process."""
-    art, build_s = job.artifact, None
-    if job.build:
-        why = unsupported_precision(job)
-        if why:
-            return _record(job, art, {"status": "skipped", "reason": why}, None)
-        built = run_worker(
-            {
-                "mode": "build",
-                "artifact": art.to_dict(),
-                "target": job.target,
-                "target_options": dict(job.target_options),
-                "precision": job.precision,
-                "out_dir": str(job.build_dir),
-            },
-            settings.timeout_s,
-            workdir,
-        )
-        if built["status"] != "ok":
-            return _record(job, art, built, None)
-        art, build_s = Artifact.from_dict(built["artifact"]), built["build_s"]
+def build_for(
+    job: BenchJob, settings: BenchSettings, workdir: Path
+) -> tuple[Artifact, float | None, dict[str, Any] | None]:
+    """``job``'s artifact built for its target in a fresh process, when it asks to be built:
+    (artifact, build seconds, None), or (its source, None, the failed/skipped result)."""
+    art = job.artifact
+    if not job.build:
+        return art, None, None
+    why = unsupported_precision(job)
+    if why:
+        return art, None, {"status": "skipped", "reason": why}
+    built = run_worker(
+        {
+            "mode": "build",
+            "artifact": art.to_dict(),
+            "target": job.target,
+            "target_options": dict(job.target_options),
+            "precision": job.precision,
+            "out_dir": str(job.build_dir),
+        },
+        settings.timeout_s,
+        workdir,
+    )
+    if built["status"] != "ok":
+        return art, None, built
+    return Artifact.from_dict(built["artifact"]), built["build_s"], None
+
+
+def measure_local(
+    job: BenchJob, art: Artifact, settings: BenchSettings, workdir: Path
+) -> dict[str, Any]:
+    """Load, validate and time the built ``art`` in a fresh worker process on this machine."""
     payload = {
         "mode": "bench",
         "artifact": art.to_dict(),
@@ -309,28 +322,83 @@ def run_job(job: BenchJob, settings: BenchSettings, workdir: Path) -> Record:
         "slowdown": job.slowdown,
         "settings": settings.to_dict(),
     }
-    return _record(job, art, run_worker(payload, settings.timeout_s, workdir), build_s)
+    return run_worker(payload, settings.timeout_s, workdir)
+
+
+def run_job(job: BenchJob, settings: BenchSettings, workdir: Path) -> Record:
+    """Build (if asked) and measure one job on this machine, each step in a fresh process."""
+    art, build_s, failed = build_for(job, settings, workdir)
+    if failed is not None:
+        return _record(job, art, failed, None)
+    return _record(job, art, measure_local(job, art, settings, workdir), build_s)
 
 
 def benchmark(
     jobs: Sequence[BenchJob],
     settings: BenchSettings | None = None,
     log: Callable[[str], None] | None = None,
+    devices: Sequence[Device] = (),
 ) -> Results:
-    """Measure every job, one after the other (never two at once: they would share the CPU)."""
-    from ..progress import format_seconds
+    """Measure every job on every device (default: this machine), one after the other (never two
+    at once: they would share the CPU). Each artifact is built once, here; a remote device
+    (:mod:`modelpress.devices`) gets the built files, and its rows carry its name."""
+    from ..devices.spec import LOCAL_DEVICE
 
     settings = settings or BenchSettings()
-    records, start = [], time.perf_counter()
+    devices = list(devices) or [LOCAL_DEVICE]
+    progress = _Progress(len(jobs) * len(devices), log)
+    records: list[Record] = []
     with tempfile.TemporaryDirectory(prefix="modelpress-bench-") as tmp:
-        for i, job in enumerate(jobs, 1):
-            rec = run_job(job, settings, Path(tmp))
-            records.append(rec)
-            if log:
-                eta = (time.perf_counter() - start) / i * (len(jobs) - i)
-                when = f", ETA {format_seconds(eta)}" if i < len(jobs) else ""
-                log(f"[{i}/{len(jobs)}] {rec.label}: {summary_line(rec)}{when}")
+        built = [build_for(job, settings, Path(tmp)) for job in jobs]
+        for device in devices:
+            if device.kind == "local":
+                results = [
+                    failed or measure_local(job, art, settings, Path(tmp))
+                    for job, (art, _, failed) in zip(jobs, built)
+                ]
+            else:
+                results = _measure_remote(device, jobs, built, settings, log)
+            for job, (art, build_s, failed), res in zip(jobs, built, results):
+                records.append(progress(_record(job, art, res, None if failed else build_s)))
     return new_results(collect_environment(), records, settings.to_dict())
+
+
+def _measure_remote(
+    device: Device,
+    jobs: Sequence[BenchJob],
+    built: list[tuple[Artifact, float | None, dict[str, Any] | None]],
+    settings: BenchSettings,
+    log: Callable[[str], None] | None,
+) -> list[dict[str, Any]]:
+    """One result per job on a remote ``device``: the built ones measured there, in one session."""
+    from ..devices.remote import measure_on
+
+    todo = [
+        (art, job.target, dict(job.target_options), job.reference_logits)
+        for job, (art, _, failed) in zip(jobs, built)
+        if failed is None
+    ]
+    measured = iter(measure_on(device, todo, settings.to_dict(), log))
+    return [
+        {**failed, "device": device.name} if failed else next(measured) for _, _, failed in built
+    ]
+
+
+class _Progress:
+    """Logs each finished record with an ETA (``[i/n] label: summary``)."""
+
+    def __init__(self, total: int, log: Callable[[str], None] | None):
+        self.total, self.log, self.done, self.start = total, log, 0, time.perf_counter()
+
+    def __call__(self, rec: Record) -> Record:
+        from ..progress import format_seconds
+
+        self.done += 1
+        if self.log:
+            eta = (time.perf_counter() - self.start) / self.done * (self.total - self.done)
+            when = f", ETA {format_seconds(eta)}" if self.done < self.total else ""
+            self.log(f"[{self.done}/{self.total}] {rec.label}: {summary_line(rec)}{when}")
+        return rec
 
 
 def summary_line(rec: Record) -> str:
@@ -386,6 +454,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, help="also write report.md and report.html here")
     p.add_argument("--no-validate", action="store_true", help="skip accuracy and parity")
     p.add_argument(
+        "--device",
+        default="local",
+        metavar="NAME[,NAME...]",
+        help="where to measure: local (this machine) and/or devices of the devices file",
+    )
+    p.add_argument(
+        "--devices-file",
+        type=Path,
+        default=Path("devices.yaml"),
+        help="the devices file that names them (default: ./devices.yaml)",
+    )
+    p.add_argument(
         "--inject-slowdown",
         type=float,
         default=0.0,
@@ -425,6 +505,16 @@ def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
     return jobs
 
 
+def devices_from_args(a: argparse.Namespace) -> list[Device]:
+    """The devices ``--device`` names (the devices file is read only when one is not local)."""
+    from ..devices.spec import LOCAL, LOCAL_DEVICE, load_devices, pick
+
+    names = _csv(a.device) or [LOCAL]
+    if names == [LOCAL]:
+        return [LOCAL_DEVICE]
+    return pick(load_devices(a.devices_file), names, "--device")
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run ``modelpress bench``: 0 when at least one record is ok, 1 when none is."""
     from .report import markdown_table, write_report
@@ -439,7 +529,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
         validate=not a.no_validate,
     )
     build_dir = a.build_dir or a.out.parent / "build"
-    res = benchmark(jobs_from_args(a, build_dir), settings, log=lambda s: print(s, file=sys.stderr))
+    devices = devices_from_args(a)
+    jobs = jobs_from_args(a, build_dir)
+    res = benchmark(jobs, settings, log=lambda s: print(s, file=sys.stderr), devices=devices)
     save_results(res, a.out)
     print(markdown_table(res))
     print(f"results -> {a.out}")

@@ -1,8 +1,9 @@
 """CI gates: absolute floors and ceilings, and latency regressions judged on distributions.
 
 A policy (YAML, see ``examples/gates.yaml``) holds ``rules`` (min accuracy, max accuracy drop vs
-the float model, min top-1 agreement, max p90 latency, max size; each for the records its
-``match`` selects, with shell wildcards) and an optional ``regression`` section: the current
+the float model, min top-1 agreement, max p90 latency, max size, marks a record may not carry
+such as ``forbid_marks: [slower than fp32]``; each for the records its ``match`` selects, with
+shell wildcards) and an optional ``regression`` section: the current
 per-call latency samples are compared with a stored baseline's, and a check fails only when
 the whole bootstrap confidence interval of the ratio of medians lies above ``1 + tolerance``,
 i.e. when a slowdown beyond the tolerance is statistically clear.
@@ -102,6 +103,18 @@ class Rule(_Strict):
     min_agreement: float | None = None  # top-1 agreement with the float model, [0, 1]
     max_p90_ms: dict[int, float] | None = None  # {batch: ms}; a plain number means batch 1
     max_size: int | None = None  # bytes; also "1.5 MB", "512 KiB"
+    forbid_marks: list[str] | None = None  # e.g. ["slower than fp32"]: a record marked fails
+
+    @field_validator("forbid_marks")
+    @classmethod
+    def _marks(cls, v: list[str] | None) -> list[str] | None:
+        from .marks import LEGEND
+
+        unknown = [m for m in v or [] if m not in LEGEND]
+        if v is not None and (not v or unknown):
+            got = f"unknown mark(s) {unknown}" if unknown else "an empty list"
+            raise ValueError(f"{got}; valid marks: {sorted(LEGEND)}")
+        return v
 
     @field_validator("min_accuracy", "min_agreement")
     @classmethod
@@ -150,18 +163,58 @@ class Rule(_Strict):
         return self
 
 
-THRESHOLDS = ("min_accuracy", "max_accuracy_drop", "min_agreement", "max_p90_ms", "max_size")
+THRESHOLDS = (
+    "min_accuracy",
+    "max_accuracy_drop",
+    "min_agreement",
+    "max_p90_ms",
+    "max_size",
+    "forbid_marks",
+)
 
 
 class Regression(_Strict):
+    """Latency against a baseline. ``mode: stored`` (the default) compares the results' samples
+    with a baseline results file's (``--baseline``); ``mode: interleaved`` measures the baseline
+    artifacts (``baseline:``, a results file or one artifact) and the current ones now,
+    alternately, in one worker (:mod:`modelpress.measure.gate_interleaved`)."""
+
+    mode: Literal["stored", "interleaved"] = "stored"
+    baseline: str | None = None  # interleaved: a results .json of the base build, or an artifact
     match: Match = Match()
-    tolerance: float = Field(0.10, ge=0.0, le=10.0)  # allowed slowdown of the median: 0.10 = 10 %
+    # allowed slowdown of the median: 0.10 = 10 % (the default: 0.10 stored, 0.03 interleaved)
+    tolerance: float | None = Field(None, ge=0.0, le=10.0)
     confidence: float = Field(0.95, ge=0.5, lt=1.0)  # of the bootstrap interval
     batches: list[int] | None = None  # None: every batch size measured in both files
     n_boot: int = Field(2000, ge=200, le=100_000)
     seed: int = Field(0, ge=0)
     missing: Literal["error", "skip"] = "error"  # a current record with no baseline record
     require_same_cpu: bool = True
+    blocks: int = Field(30, ge=5, le=1000)  # interleaved: ABBA block pairs per batch size
+    calls_per_block: int = Field(50, ge=1, le=100_000)  # interleaved
+    reload: bool = True  # interleaved: fresh sessions for every block pair
+
+    @model_validator(mode="after")
+    def _baseline_for_interleaved(self) -> Regression:
+        if self.mode == "interleaved" and not self.baseline:
+            raise ValueError(
+                "mode interleaved needs baseline: (a results .json of the base build, or an "
+                ".onnx / .tflite artifact)"
+            )
+        if self.mode == "stored" and self.baseline:
+            raise ValueError(
+                "baseline: is for mode interleaved; a stored baseline is --baseline FILE"
+            )
+        return self
+
+    def allowed_slowdown(self) -> float:
+        """The tolerance, or the mode's default (0.10 stored; interleaved: measured, see
+        benchmarks/results/gates_interleaved.md)."""
+        from .interleave import DEFAULT_TOLERANCE
+
+        if self.tolerance is not None:
+            return self.tolerance
+        return DEFAULT_TOLERANCE if self.mode == "interleaved" else 0.10
 
 
 class Policy(_Strict):
@@ -271,7 +324,18 @@ def rule_checks(rule: Rule, rec: Record) -> list[GateCheck]:
         ),
         ("max_size", rule.max_size, rec.size_bytes, False, "the size on disk is unknown"),
     ]
-    return [_check_value(rec, *spec) for spec in specs if spec[1] is not None]
+    checks = [_check_value(rec, *spec) for spec in specs if spec[1] is not None]
+    return checks + ([marks_check(rule.forbid_marks, rec)] if rule.forbid_marks else [])
+
+
+def marks_check(forbidden: list[str], rec: Record) -> GateCheck:
+    """Fails when ``rec`` carries one of the ``forbidden`` marks (set by the run before the
+    gate, see :mod:`modelpress.measure.marks`)."""
+    hit = [m for m in forbidden if m in rec.marks]
+    msg = f"marked {', '.join(hit)}" if hit else f"none of {', '.join(forbidden)}"
+    status: CheckStatus = "fail" if hit else "pass"
+    shown = ", ".join(hit) or "none"
+    return GateCheck(rec.label, "forbid_marks", status, shown, ", ".join(forbidden), msg)
 
 
 def status_check(rec: Record, policy: Policy) -> GateCheck:
@@ -282,12 +346,17 @@ def status_check(rec: Record, policy: Policy) -> GateCheck:
     return GateCheck(rec.label, "status", "fail", rec.status, "ok", rec.reason)
 
 
+def _key_text(key: tuple[str | None, ...]) -> str:
+    model, target, precision, device = key
+    return f"{model}/{target}/{precision}" + (f"@{device}" if device else "")
+
+
 def check_baseline(results: Results, baseline: Results, reg: Regression) -> None:
     """Refuse a baseline that cannot be compared with ``results`` (ConfigError, exit 2)."""
     cur = {r.key for r in results.records if reg.match.matches(r)}
     base = {r.key for r in baseline.records}
     if not cur & base:
-        fmt = lambda keys: ", ".join("/".join(k) for k in sorted(keys)[:4]) or "nothing"  # noqa: E731
+        fmt = lambda keys: ", ".join(_key_text(k) for k in sorted(keys, key=str)[:4]) or "nothing"  # noqa: E731
         raise ConfigError(
             f"the baseline is from other models or targets: it holds {fmt(base)}; the results "
             f"hold {fmt(cur)}; compare results of the same models, targets and precisions"
@@ -316,7 +385,7 @@ def regression_checks(rec: Record, base: Record | None, reg: Regression) -> list
             else "the baseline has an injected slowdown"
         )
         return [GateCheck(rec.label, name, "error", None, None, f"{why}: not comparable")]
-    limit = 1.0 + reg.tolerance
+    limit = 1.0 + reg.allowed_slowdown()
     batches = reg.batches or sorted(
         {x.batch for x in rec.latency} & {x.batch for x in base.latency}
     )
@@ -352,9 +421,18 @@ def regression_checks(rec: Record, base: Record | None, reg: Regression) -> list
     return out
 
 
-def run_gates(results: Results, policy: Policy, baseline: Results | None = None) -> GateReport:
-    """Every check of ``policy`` on ``results`` (and against ``baseline``), in a report."""
+def run_gates(
+    results: Results,
+    policy: Policy,
+    baseline: Results | None = None,
+    where: Path | None = None,
+) -> GateReport:
+    """Every check of ``policy`` on ``results`` (and against ``baseline``), in a report.
+    ``where``: the folder a relative interleaved ``baseline:`` path may also be found in."""
     reg = policy.regression or (Regression() if baseline is not None else None)
+    live = reg is not None and reg.mode == "interleaved"
+    if live:  # measured now, alternately with the baseline's artifacts: no stored samples
+        reg, live_checks = None, _interleaved(results, reg, where)
     if reg is not None and baseline is None:
         raise ConfigError("the policy has a regression section: pass a baseline (--baseline FILE)")
     if reg is not None:
@@ -376,9 +454,17 @@ def run_gates(results: Results, policy: Policy, baseline: Results | None = None)
             checks.extend(rule_checks(rule, rec))
         if compare:
             checks.extend(regression_checks(rec, baseline.find(*rec.key), reg))
+    if live:
+        checks += live_checks
     if not checks:
         raise ConfigError("no record of the results is matched by the policy: nothing to gate")
     return GateReport(checks)
+
+
+def _interleaved(results: Results, reg: Regression, where: Path | None) -> list[GateCheck]:
+    from .gate_interleaved import interleaved_checks
+
+    return [GateCheck(*fields) for fields in interleaved_checks(results, reg, where)]
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -398,7 +484,7 @@ def cmd_gate(a: argparse.Namespace) -> int:
     policy = load_policy(a.policy)
     results = load_results(a.results)
     baseline = load_results(a.baseline, "baseline") if a.baseline else None
-    report = run_gates(results, policy, baseline)
+    report = run_gates(results, policy, baseline, where=Path(a.policy).parent)
     if a.junit:
         report.write_junit(a.junit)
     if a.summary:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
@@ -28,6 +29,8 @@ import numpy as np
 from ..errors import ConfigError, TargetUnavailable, one_line
 from .timing import Call, batch_of, fast_call, load_data, slowed, synthetic_inputs, time_calls
 
+# the interleaved gate's default tolerance: see benchmarks/results/gates_interleaved.md
+DEFAULT_TOLERANCE = 0.03
 MIN_BLOCKS = 5  # pairs (4 degrees of freedom): where t_quantile is accurate from
 
 
@@ -51,13 +54,14 @@ class InterleavedResult:
     ci_low: float
     ci_high: float
     confidence: float
+    reloads: int = 0  # fresh pairs of sessions made during the measurement (see reload)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InterleavedResult:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -97,6 +101,9 @@ def _block_median(call: Call, calls: int) -> float:
     return float(np.median(time_calls(call, calls, 0.0)))
 
 
+Loader = Callable[[bool], "tuple[Any, Any]"]  # (A first?) -> fresh (runner A, runner B)
+
+
 def measure_interleaved(
     runner_a: Any,
     runner_b: Any,
@@ -106,13 +113,19 @@ def measure_interleaved(
     warmup: int,
     slowdown_b: float = 0.0,
     confidence: float = 0.95,
+    reload: Loader | None = None,
 ) -> InterleavedResult:
     """Time ``runner_a`` and ``runner_b`` on the batch ``x`` in ``blocks`` ABBA-ordered pairs.
 
     Both get ``warmup`` untimed calls, in alternating halves (A B B A), so neither starts colder.
-    ``slowdown_b`` > 0 makes every B call that fraction slower (a busy wait calibrated on B's own
-    median after warm-up, as :func:`modelpress.measure.worker.measure_batch` does): only to check
-    that a gate catches a regression.
+    ``reload``, when given, makes fresh runners before every pair after the first (loaded in
+    alternating order, then warmed up again): two loaded copies of one model can differ steadily
+    by a few percent (where their memory landed), which pairing cannot cancel; a fresh pair of
+    sessions per block pair turns that into noise between pairs, which the interval counts and
+    the mean averages away. ``slowdown_b`` > 0 makes every B call that fraction slower (a busy
+    wait calibrated once on B's own median after warm-up, as
+    :func:`modelpress.measure.worker.measure_batch` does): only to check that a gate catches a
+    regression.
     """
     if blocks < MIN_BLOCKS or calls_per_block < 1 or warmup < 0:
         raise ConfigError(
@@ -121,22 +134,20 @@ def measure_interleaved(
         )
     if not 0.5 <= confidence < 1.0 or not 0.0 <= slowdown_b <= 10.0:
         raise ConfigError(f"confidence is in [0.5, 1), slowdown_b in [0, 10]; got {confidence}")
-    call_a, call_b = fast_call(runner_a, x), fast_call(runner_b, x)
-    half = (warmup + 1) // 2
-    for call in (call_a, call_b, call_b, call_a):
-        time_calls(call, half, 0.0)
-    extra = 0
-    if slowdown_b > 0:
-        extra = int(slowdown_b * np.median(time_calls(call_b, 50, 0.05)))
-        call_b = slowed(call_b, extra)
+    call_a, call_b = _warm(runner_a, runner_b, x, warmup)
+    extra = int(slowdown_b * np.median(time_calls(call_b, 50, 0.05))) if slowdown_b > 0 else 0
     med_a, med_b = [], []
     for i in range(blocks):
-        if i % 2 == 0:
-            med_a.append(_block_median(call_a, calls_per_block))
-            med_b.append(_block_median(call_b, calls_per_block))
-        else:
-            med_b.append(_block_median(call_b, calls_per_block))
-            med_a.append(_block_median(call_a, calls_per_block))
+        if reload is not None and i > 0:
+            runner_a, runner_b = _fresh(reload, (runner_a, runner_b), a_first=i % 2 == 0)
+            call_a, call_b = _warm(runner_a, runner_b, x, warmup)
+        slow_b = slowed(call_b, extra) if extra else call_b
+        order = ((call_a, med_a), (slow_b, med_b))
+        for call, out in order if i % 2 == 0 else order[::-1]:
+            out.append(_block_median(call, calls_per_block))
+    if reload is not None:
+        for r in (runner_a, runner_b):
+            getattr(r, "close", lambda: None)()
     logs = np.log(med_b) - np.log(med_a)
     ratio, low, high = paired_ratio_ci(logs, confidence)
     return InterleavedResult(
@@ -152,7 +163,23 @@ def measure_interleaved(
         ci_low=low,
         ci_high=high,
         confidence=confidence,
+        reloads=blocks - 1 if reload is not None else 0,
     )
+
+
+def _warm(runner_a: Any, runner_b: Any, x: np.ndarray, warmup: int) -> tuple[Call, Call]:
+    """The two prepared calls, each warmed up with ``warmup`` calls in A B B A halves."""
+    call_a, call_b = fast_call(runner_a, x), fast_call(runner_b, x)
+    half = (warmup + 1) // 2
+    for call in (call_a, call_b, call_b, call_a):
+        time_calls(call, half, 0.0)
+    return call_a, call_b
+
+
+def _fresh(reload: Loader, old: tuple[Any, Any], a_first: bool) -> tuple[Any, Any]:
+    for r in old:
+        getattr(r, "close", lambda: None)()
+    return reload(a_first)
 
 
 def interleaved_verdict(result: InterleavedResult, tolerance: float) -> tuple[str, str]:
@@ -178,7 +205,7 @@ def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
 
     Job keys: ``artifact_a``, ``artifact_b`` (artifact dicts), ``target``, ``target_options``,
     ``slowdown_b``, ``settings`` (``batch_sizes``, ``blocks``, ``calls_per_block``, ``warmup``,
-    ``confidence``). Inputs: A's test split, or synthetic ones from A's input spec."""
+    ``confidence``, ``reload``: fresh sessions for every block pair, default true). Inputs: A's test split, or synthetic ones from A's input spec."""
     from ..artifact import Artifact
     from ..targets import get_target
 
@@ -196,25 +223,38 @@ def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
         pool = data.test.x if data is not None else synthetic_inputs(dict(art_a.meta))
         target = get_target(job["target"], **job.get("target_options", {}))
         target.availability().require(job["target"])
-        runners = [target.load(art_a), target.load(art_b)]
+
+        def reload(a_first: bool) -> tuple[Any, Any]:
+            if a_first:
+                first = target.load(art_a)
+                return first, target.load(art_b)
+            second = target.load(art_b)
+            return target.load(art_a), second
+
+        fresh = bool(settings.get("reload", True))
+        pair = reload(True)
         info = target.describe().to_dict()
         out.update(runtime=info, threads=info.get("threads"))
-        for batch in settings["batch_sizes"]:
+        for k, batch in enumerate(settings["batch_sizes"]):
             phase = f"interleaved timing at batch {batch}"
+            if fresh and k > 0:  # the last batch's sessions were closed with its measurement
+                pair = reload(True)
             t0 = time.perf_counter()
             res = measure_interleaved(
-                *runners,
+                *pair,
                 batch_of(pool, batch),
                 settings["blocks"],
                 settings["calls_per_block"],
                 settings["warmup"],
                 job.get("slowdown_b", 0.0),
                 settings.get("confidence", 0.95),
+                reload if fresh else None,
             )
             entry = {"batch": batch, "seconds": time.perf_counter() - t0, **res.to_dict()}
             out["batches"].append(entry)
-        for r in runners:
-            r.close()
+        if not fresh:
+            for r in pair:
+                r.close()
     except TargetUnavailable as exc:
         out.update(status="skipped", reason=one_line(exc))
     except Exception as exc:  # a row that says why, never a crash of the worker

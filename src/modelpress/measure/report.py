@@ -1,7 +1,8 @@
 """Reports of benchmark results and gate runs.
 
 - :func:`markdown_table` / :func:`write_report`: one row per (artifact, target), failed and
-  skipped rows with their reason, and the Pareto fronts of each model family; a self-contained
+  skipped rows with their reason, a record's marks beside its status (``slower than fp32``, one
+  legend line each: :mod:`.marks`), and the Pareto fronts of each model family; a self-contained
   HTML file: per family, accuracy drop vs p50 latency and vs size on disk with the front marked
   and a key of the numbered points (plots from :mod:`modelpress.measure.report_plots`, embedded as
   base64 PNG), then the table.
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..fsutil import atomic_write_text
+from .marks import legend_lines
+from .report_int8 import budget_html, budget_markdown
 from .report_plots import FamilyPoints, family_points, plot_family
 from .report_table import human_bytes
 from .results import Results
@@ -34,10 +37,13 @@ def batches_of(results: Results) -> list[int]:
 
 
 def table_rows(results: Results) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (strings) of the results table, shared by markdown and HTML."""
+    """Header and rows (strings) of the results table, shared by markdown and HTML; a
+    ``marks`` column beside the status when a record carries a mark (see :func:`legend_lines`)."""
     batches = batches_of(results)
     first, rest = (batches[0], batches[1:]) if batches else (1, [])
-    head = ["model", "family", "target", "precision", "status", "accuracy", "drop (pts)"]
+    marked = any(r.marks for r in results.records)
+    head = ["model", "family", "target", "precision", "status"] + ["marks"] * marked
+    head += ["accuracy", "drop (pts)"]
     head += ["agreement", f"p50 / p90 / p99 ms (batch {first})"]
     head += [f"p50 ms (batch {b})" for b in rest] + [f"samples/s (batch {b})" for b in rest]
     head += ["size", "load s", "peak RSS", "threads", "reason"]
@@ -46,7 +52,9 @@ def table_rows(results: Results) -> tuple[list[str], list[list[str]]]:
         v, lat = r.validation, r.latency_at(first)
         p = f"{lat.p50_ms:.3f} / {lat.p90_ms:.3f} / {lat.p99_ms:.3f}" if lat else "-"
         rows.append(
-            [r.model, r.family, r.target, r.precision, r.status]
+            [r.model, r.family, r.target + (f"@{r.device}" if r.device else ""), r.precision]
+            + [r.status]
+            + [", ".join(r.marks)] * marked
             + [_fmt(v and v.accuracy), _fmt(v and v.accuracy_drop, ".2f"), _fmt(v and v.agreement)]
             + [p]
             + [_fmt(x.p50_ms if (x := r.latency_at(b)) else None, ".3f") for b in rest]
@@ -102,10 +110,13 @@ def markdown_report(results: Results, title: str = "modelpress benchmark") -> st
     fronts = ["## Pareto fronts per family", ""]
     for fam in family_points(results):
         fronts += [f"### {fam.family}", "", *(pareto_lines(fam) if fam.points else ["- none"]), ""]
+    marks = "".join(f"\n- {line}" for line in legend_lines(results.records))
     return (
         f"# {title}\n\n{env}\n\n"
         + "\n".join(fronts)
         + f"\n## Records\n\n{markdown_table(results)}\n"
+        + (f"\nMarks:\n{marks}\n" if marks else "")
+        + (f"\n{budget}\n" if (budget := budget_markdown(results)) else "")
     )
 
 
@@ -186,7 +197,10 @@ def html_report(results: Results, title: str = "modelpress benchmark") -> str:
     )
     parts += [_family_section(fam) for fam in family_points(results)]
     parts.append("<h2>Every record</h2><div class='records'>")
-    parts += [_html_table(head, rows, head.index("status")), "</div></body></html>"]
+    parts += [_html_table(head, rows, head.index("status")), "</div>"]
+    parts += [f"<p class='legend'>{esc(line)}</p>" for line in legend_lines(results.records)]
+    parts.append(budget_html(results))  # int8 builds over budget: tries, localisation
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 
@@ -200,7 +214,12 @@ def write_report(results: Results, out_dir: str | Path, stem: str = "report") ->
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``modelpress report`` (for cli.py's subparser)."""
-    p.add_argument("results", type=Path, help="results.json written by `modelpress bench`")
+    p.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        help="results.json written by `modelpress bench`; several: side by side (compare.*)",
+    )
     p.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md/.html")
     p.add_argument("--title", default="modelpress benchmark")
 
@@ -208,7 +227,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def cmd_report(a: argparse.Namespace) -> int:
     from .results import load_results
 
-    results = load_results(a.results)
+    if len(a.results) > 1:  # several runs or devices: the compare page instead
+        from .compare import compare_files, emit
+
+        return emit(compare_files(a.results), a.out, None, a.title)
+    results = load_results(a.results[0])
     out = Path(a.out)
     md = atomic_write_text(out / "report.md", markdown_report(results, a.title))
     page = atomic_write_text(out / "report.html", html_report(results, a.title))

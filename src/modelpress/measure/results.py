@@ -94,14 +94,20 @@ class Record(_Strict):
     measured_at: str | None = None  # ISO 8601, UTC
     machine_id: str | None = None  # machine.machine_fingerprint().id of the measuring machine
     machine: str | None = None  # that machine in words: CPU, cores, OS, GPU
+    # the device that measured it (a name from devices.yaml); None: this machine, in a worker
+    device: str | None = None
+    # short verdicts shown beside the row in tables and reports, e.g. "slower than fp32",
+    # "over budget"; each is explained where it is set (passes.json, the report's sections)
+    marks: list[str] = []
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.model, self.target, self.precision)
+    def key(self) -> tuple[str, str, str, str | None]:
+        return (self.model, self.target, self.precision, self.device)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.target}/{self.precision}"
+        where = f"@{self.device}" if self.device else ""
+        return f"{self.model}/{self.target}/{self.precision}{where}"
 
     def latency_at(self, batch: int) -> Latency | None:
         return next((lat for lat in self.latency if lat.batch == batch), None)
@@ -126,8 +132,12 @@ class Results(_Strict):
     settings: dict[str, Any] = {}
     records: list[Record]
 
-    def find(self, model: str, target: str, precision: str) -> Record | None:
-        return next((r for r in self.records if r.key == (model, target, precision)), None)
+    def find(
+        self, model: str, target: str, precision: str, device: str | None = None
+    ) -> Record | None:
+        """The record of (model, target, precision) measured on ``device`` (None: locally)."""
+        key = (model, target, precision, device)
+        return next((r for r in self.records if r.key == key), None)
 
 
 def new_results(

@@ -9,41 +9,16 @@ import circle: ``worker -> interleave -> timing``, ``worker -> timing``.
 from __future__ import annotations
 
 import functools
-import gc
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+# the timing loop lives in the travelling runner: every device times calls with the same code
+from ..devices.runner import time_calls  # noqa: F401
+
 Call = Callable[[], Any]  # one prepared call: the runtime on a fixed batch
-
-
-def time_calls(call: Call, min_calls: int, min_seconds: float) -> np.ndarray:
-    """Per-call latency (ns) of ``call()``: at least ``min_calls`` calls AND ``min_seconds``.
-
-    Only ``call`` sits between the two clock reads; the garbage collector is paused, as timeit
-    does, so that a collection triggered by other code is not billed to the model.
-    """
-    samples: list[int] = []
-    append, clock = samples.append, time.perf_counter_ns
-    deadline = clock() + int(min_seconds * 1e9)
-    n = 0
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while True:
-            t0 = clock()
-            call()
-            t1 = clock()
-            append(t1 - t0)
-            n += 1
-            if n >= min_calls and t1 >= deadline:
-                break
-    finally:
-        if enabled:
-            gc.enable()
-    return np.asarray(samples, dtype=np.int64)
 
 
 def slowed(call: Call, extra_ns: int) -> Call:

@@ -9,6 +9,8 @@ it runs, each job's start and end go to stderr as progress events (JSON after
   reference logits, then time ``predict`` at each batch size (warm-up excluded; at least
   ``min_calls`` calls AND at least ``min_seconds``), and report peak memory (VmHWM);
 - ``build``: ``target.build`` in its own process, so the build's memory does not count.
+- ``int8_check``: a quantized artifact's drop vs its float model, and the layers to keep in
+  float when it is over budget (:mod:`modelpress.measure.int8_check`).
 - ``interleave``: two artifacts timed in alternating blocks in this one process, their ratio
   with a confidence interval (:func:`modelpress.measure.interleave.interleaved_job`).
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from ..errors import TargetUnavailable, one_line
 from ..fsutil import atomic_write_text
+from .int8_check import run_int8_check
 from .interleave import interleaved_job
 from .stats import percentiles
 from .timing import (  # noqa: F401 (re-exported: they lived here)
@@ -198,6 +201,7 @@ MODES = {
     "bench": run_bench,
     "build": run_build,
     "interleave": interleaved_job,
+    "int8_check": run_int8_check,  # int8 accuracy budget: validate, localise (int8_check.py)
     "many": run_many,
 }
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .int8_fallback import fails_run
 from .parallel import prepare, set_train_threads
 from .pipeline import Pipeline
 from .plan import benchmark_all
@@ -68,6 +69,9 @@ def run(
         fresh_measurements=fresh_measurements,
         device=device,
     )
+    from .remote_steps import resolve_devices
+
+    pipe.devices = resolve_devices(pipe)  # a devices typo fails now, not after training
     set_train_threads()
     if use_cache:
         prepare(pipe)
@@ -95,6 +99,8 @@ def run(
     if recipe.search is not None:
         search = run_search(pipe, models, ray=ray)
     outcome = finish(pipe, models, results, search)
+    if fails_run(recipe, results.records):  # quantize: {over_budget: fail}
+        outcome.exit_code = max(outcome.exit_code, 1)
     outcome.failures = failures
     if failures:
         every_model = len(failures) == len(recipe.models) and not models

@@ -43,6 +43,7 @@ class Pipeline:
         self.fresh_measurements = fresh_measurements  # measure again, whatever the cache holds
         self.cache = StageCache(out_dir / "cache", log=log, enabled=use_cache)
         self._data: dict[str, DataBundle] = {}
+        self.devices: list = []  # the recipe's other measuring devices (run/remote_steps.py)
 
     # -- data -----------------------------------------------------------------------------------
     def data(self, view: str) -> DataBundle:

@@ -137,6 +137,7 @@ def benchmark_all(
 
     from ..measure.bench import collect_environment
     from ..measure.results import new_results
+    from .int8_fallback import annotate, apply_budget
     from .parallel import jobs as parallel_jobs
     from .parallel import train_threads
 
@@ -145,13 +146,19 @@ def benchmark_all(
     n = parallel_jobs()
     with ThreadPoolExecutor(max_workers=n) as pool:
         list(pool.map(lambda c: build_all(pipe, c[0], c[1], env, c[2]), build_chunks(plans, n)))
+    tracks = apply_budget(pipe, plans, env)  # int8 over its accuracy budget: layers kept float
     measured, cached = {}, []
     for target in dict.fromkeys(p.target for p in plans):  # one worker per target, in order
         mine = [p for p in plans if p.target == target]
         groups = [Group(p.run, p.options, p.ref, p.jobs) for p in mine]
         for p, recs in zip(mine, bench_groups(pipe, target, groups, from_cache=cached)):
             measured[id(p)] = recs
+            annotate(recs, p, tracks)
     records = [r for p in plans for r in (*p.skipped, *measured[id(p)])] + list(failed or [])
+    if pipe.devices:  # the recipe's other devices: the same artifacts, measured there
+        from .remote_steps import measure_on_devices
+
+        records += measure_on_devices(pipe, pipe.devices, plans)
     if cached:
         measured = sum(1 for r in records if r.measured_at)
         pipe.log(

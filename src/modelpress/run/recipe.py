@@ -13,6 +13,7 @@ targets:
   onnxruntime: {precisions: [fp32, int8], threads: 2}
   litert: {precisions: [fp32, int8]}
 benchmark: {batch_sizes: [1, 32], min_calls: 100, min_seconds: 1.0}
+quantize: {max_drop: 0.5, max_tries: 4}   # int8 accuracy budget (a model may override: quantize:)
 gates: gates.yaml          # or an inline policy
 ```
 
@@ -120,6 +121,20 @@ class TargetSection(_Strict):
         return data
 
 
+class QuantizeSection(_Strict):
+    """The int8 accuracy budget (run/int8_fallback.py): every int8 build is validated on its
+    runtime; over ``max_drop`` points below its float model, the layers that diverge are kept
+    in float, one more per try, until it is within budget or ``max_tries`` rebuilds are spent."""
+
+    enabled: bool = True
+    max_drop: float = Field(0.5, ge=0.0, le=100.0)  # accuracy points vs the float model
+    max_tries: int = Field(4, ge=0, le=64)  # rebuilds; 0: validate and mark only
+    strategy: Literal["one_at_a_time", "bisect"] = "one_at_a_time"
+    # an artifact no mix brings within budget: marked "over budget" (exit code unchanged), or
+    # also fail the run (exit code 1), as a gate would
+    over_budget: Literal["mark", "fail"] = "mark"
+
+
 class ModelSection(_Strict):
     """One model to ship: a registry model trained here, a user factory + weights, or an .onnx."""
 
@@ -137,6 +152,7 @@ class ModelSection(_Strict):
     teacher: TeacherSection | None = None
     passes: list[dict[str, Any]] | None = None  # overrides the recipe-wide passes
     targets: dict[str, TargetSection] | None = None  # overrides the recipe-wide targets
+    quantize: QuantizeSection | None = None  # overrides the recipe-wide int8 budget
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
@@ -196,6 +212,17 @@ class Recipe(_Strict):
     benchmark: dict[str, Any] = {}
     gates: str | dict[str, Any] | None = None
     search: SearchSection | None = None
+    quantize: QuantizeSection = QuantizeSection()
+    # other devices that measure every artifact too, besides this machine (names of devices_file)
+    devices: list[str] = []
+    devices_file: str = "devices.yaml"  # relative to the recipe's folder
+
+    @field_validator("devices")
+    @classmethod
+    def _device_names(cls, v: list[str]) -> list[str]:
+        from ..devices.spec import LOCAL
+
+        return [d for d in dict.fromkeys(v) if d != LOCAL]  # this machine always measures
 
     @field_validator("name")
     @classmethod
@@ -235,6 +262,10 @@ class Recipe(_Strict):
     def targets_for(self, label: str) -> dict[str, TargetSection]:
         m = self.models[label]
         return self.targets if m.targets is None else m.targets
+
+    def quantize_for(self, label: str) -> QuantizeSection:
+        m = self.models[label]
+        return self.quantize if m.quantize is None else m.quantize
 
     def passes_for(self, label: str) -> list[dict[str, Any]]:
         m = self.models[label]

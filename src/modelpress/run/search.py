@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artifact import Artifact
+from ..measure.marks import FLOAT, SLOWER_THAN_FP32, slower_batches
 from ..measure.stats import pareto_front
 from .search_trials import prepare_locally, prepare_on_ray
 
 if TYPE_CHECKING:
+    from ..measure.results import Record
     from .pipeline import Pipeline
     from .state import ModelRun
 
@@ -41,6 +43,7 @@ class Trial:
     size_bytes: int | None = None
     kept_float: list[str] = field(default_factory=list)
     artifact: str = ""
+    marks: list[str] = field(default_factory=list)  # e.g. "slower than fp32" (never chosen)
 
     def objective(self, kind: str) -> float | None:
         return self.latency_ms if kind == "latency" else self.size_bytes
@@ -81,14 +84,18 @@ class SearchResult:
 def _describe(t: Trial, objective: str) -> str:
     value = t.objective(objective)
     shown = f"{value:.3f} ms" if objective == "latency" else f"{value} B"
-    return f"prune {t.prune_ratio:g} {t.precision} keep_float {t.keep_float}: drop {t.accuracy_drop:+.2f} pt, {shown}"
+    marks = f" [{', '.join(t.marks)}]" if t.marks else ""
+    return f"prune {t.prune_ratio:g} {t.precision} keep_float {t.keep_float}: drop {t.accuracy_drop:+.2f} pt, {shown}{marks}"
 
 
 def choose(trials: list[Trial], indices: list[int], max_drop: float, objective: str) -> int | None:
+    """The trial of ``indices`` with the lowest objective within ``max_drop`` points (ties: the
+    lower drop); never one marked ``slower than fp32`` (:func:`mark_slower_trials`)."""
     ok = [
         i
         for i in indices
         if trials[i].status == "ok"
+        and SLOWER_THAN_FP32 not in trials[i].marks
         and trials[i].accuracy_drop is not None
         and trials[i].accuracy_drop <= max_drop
         and trials[i].objective(objective) is not None
@@ -212,9 +219,8 @@ def _measure(pipe: Pipeline, run: ModelRun, s, options: dict, ref, prepared) -> 
             trials.append(t)
             jobs.append(job)
     settings = replace(bench_settings(pipe), batch_sizes=(s.batch,))
-    for t, job, rec in zip(
-        trials, jobs, bench_all(pipe, run, s.target, options, jobs, ref, settings)
-    ):
+    records = bench_all(pipe, run, s.target, options, jobs, ref, settings)
+    for t, job, rec in zip(trials, jobs, records):
         if rec.status != "ok":
             t.status, t.reason = rec.status, rec.reason
             continue
@@ -224,4 +230,31 @@ def _measure(pipe: Pipeline, run: ModelRun, s, options: dict, ref, prepared) -> 
         t.latency_ms = lat.p50_ms if lat else None
         t.size_bytes = rec.size_bytes
         t.artifact = str(job.built.path)
+    mark_slower_trials(trials, records)
     return trials
+
+
+def mark_slower_trials(trials: list[Trial], records: list[Record]) -> None:
+    """Mark a trial ``slower than fp32`` when its record (``records[i]`` measures
+    ``trials[i]``, all in this search) is clearly slower than its fp32 counterpart's by the rule
+    of :func:`modelpress.measure.marks.slower_batches`. The counterpart is the fp32 trial of the
+    same pruning ratio, else the unpruned (ratio 0) fp32 trial; a search without fp32 among its
+    precisions has none and marks nothing."""
+
+    def fp32_at(ratio: float) -> int | None:
+        return next(
+            (
+                j
+                for j, t in enumerate(trials)
+                if (t.precision, t.prune_ratio, t.status) == (FLOAT, ratio, "ok")
+            ),
+            None,
+        )
+
+    for t, rec in zip(trials, records):
+        if t.precision == FLOAT or t.status != "ok" or SLOWER_THAN_FP32 in t.marks:
+            continue
+        j = fp32_at(t.prune_ratio)
+        j = fp32_at(0.0) if j is None else j
+        if j is not None and slower_batches(rec, records[j]):
+            t.marks.append(SLOWER_THAN_FP32)

@@ -368,12 +368,16 @@ def _policy(pipe: Pipeline):
 def finish(
     pipe: Pipeline, models: list[ModelRun], results: Results, search: Any = None
 ) -> RunOutcome:
+    """The run's records are final here: mark them (``slower than fp32``, measure/marks.py),
+    then write results.json, the report and passes.json, print the table, gate."""
     from ..measure.gate import run_gates
     from ..measure.gate_format import gate_junit_xml, print_gate
+    from ..measure.marks import mark_slower_than_fp32
     from ..measure.report import write_report
     from ..measure.results import save_results
 
     out = pipe.out
+    results = mark_slower_than_fp32(results)  # the records are final here: mark them once
     results_path = save_results(results, out / "results.json")
     md, html = write_report(results, out, stem="report")
     passes = {
@@ -397,7 +401,7 @@ def finish(
     )
     policy = _policy(pipe)
     if policy is not None:
-        report = run_gates(results, policy)
+        report = run_gates(results, policy, where=pipe.recipe_path.parent)
         outcome.junit = atomic_write_text(out / "gates.junit.xml", gate_junit_xml(report))
         for check in report.checks:  # the run's own table already shows every value
             if check.status in ("fail", "error"):

@@ -33,6 +33,9 @@ TARGET_NAMES = {
 }
 PRECISIONS = {"int8": "i8", "dynamic_int8": "dyn8"}
 PRECISION_NAMES = {"int8": "int8", "dynamic_int8": "dynamic int8"}
+# a record's marks (measure/marks.py), short, after "ok" in the status column ("ok slow"):
+# "slow" = slower than the fp32 artifact on the same runtime (not the ×fast column's ort fp32)
+MARK_CODES = {"slower than fp32": "slow", "over budget": "over"}  # over: int8_fallback.py
 # how to make a target available (the pip extra of pyproject.toml, and what else it needs)
 ENABLE = {
     "tensorrt": "pip install -e '.[tensorrt]' on a CUDA machine",
@@ -109,6 +112,11 @@ def print_summary(
     from rich.text import Text
 
     console = console or summary_console()
+    remote = [r for r in results.records if r.device is not None]
+    if remote:  # rows of other devices: counted here, side by side in the report and compare
+        results = results.model_copy(
+            update={"records": [r for r in results.records if r.device is None]}
+        )
     labels = list(  # the run's models in order, then any that failed before they had a run
         dict.fromkeys([m.label for m in models] + [r.model.split("+")[0] for r in results.records])
     )
@@ -124,6 +132,25 @@ def print_summary(
     console.print(_fitted_table(console, heading, rows))
     console.print(Text(legend(rows)))
     console.print(_notes(results.records))
+    for line in device_lines(remote):
+        console.print(Text(line))
+
+
+def device_lines(records: Sequence[Record]) -> list[str]:
+    """One line per other device: how many of its rows are ok, and where to see them."""
+    by: dict[str, list[Record]] = {}
+    for r in records:
+        by.setdefault(str(r.device), []).append(r)
+    lines = []
+    for device, mine in by.items():
+        counts = {s: sum(r.status == s for r in mine) for s in ("ok", "failed", "skipped")}
+        said = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        why = next((r.reason for r in mine if r.status != "ok"), "")
+        lines.append(
+            f"device {device}: {said} (the report's rows @{device}; "
+            f"`modelpress compare results.json` side by side){': ' + why if why else ''}"
+        )
+    return lines
 
 
 def _fitted_table(console: Console, title: str, rows: list[list[str]]):
@@ -195,6 +222,8 @@ def legend(rows: list[list[str]]) -> str:
     words = [f"{short}={TARGET_NAMES[t]}" for t, short in TARGETS.items() if short in used]
     words += [f"{PRECISIONS[p]}={PRECISION_NAMES[p]}" for p in PRECISIONS if PRECISIONS[p] in used]
     words += ["Δpt=drop in pts", "×sm/×fast=smaller/faster"]
+    codes = {code for row in rows for code in row[3].split()[1:]}  # "ok slow" -> slow
+    words += [f"{code}={mark}" for mark, code in MARK_CODES.items() if code in codes]
     return ", ".join(words)
 
 
@@ -215,7 +244,7 @@ def _row(r: Record, base: Record | None, batch: int) -> list[str]:
     smaller, faster = size_ratio(r, base), speedup(r, base, batch)
     return [
         *head,
-        "ok",
+        " ".join(["ok", *(MARK_CODES.get(m, m) for m in r.marks)]),
         f"{100 * acc:.2f}" if acc is not None else "",
         f"{drop:+.2f}" if drop is not None else "",
         human_bytes(r.size_bytes) if r.size_bytes else "",

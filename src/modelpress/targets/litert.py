@@ -62,8 +62,11 @@ class LiteRTConfig:
     # int8 activation ranges: histogram (L2 search, litert-torch's default; seconds per
     # activation tensor) or minmax (the calibration's extremes; fast, outlier-sensitive)
     observer: str = "histogram"
+    # int8 / dynamic_int8: torch module paths kept in float (litert-torch's per-module config)
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude", tuple(self.exclude))
         for name in ("threads", "batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -232,6 +235,7 @@ class LiteRTTarget:
             per_channel=cfg.per_channel,
             batch=cfg.batch,
             observer=cfg.observer,
+            exclude=cfg.exclude,
         )
         model_bytes, io = litert_quant.set_interface(model_bytes, float_io=not cfg.int8_io)
         quant["float_ops"] = litert_quant.float_ops(model_bytes) if precision == "int8" else {}
@@ -242,6 +246,7 @@ class LiteRTTarget:
             "int8_io": cfg.int8_io if precision == "int8" else False,
             "per_channel": cfg.per_channel,
             **({"observer": cfg.observer} if cfg.observer != "histogram" else {}),
+            **({"exclude": list(cfg.exclude)} if cfg.exclude and "int8" in precision else {}),
             "calib": _array_digest(calib) if calib is not None else None,
         }
         art_id = stage_id(art.id, self.name, build_cfg)

@@ -41,6 +41,7 @@ def convert(
     per_channel: bool = True,
     batch: int = 1,
     observer: str = "histogram",
+    exclude: tuple[str, ...] = (),
 ) -> tuple[bytes, dict[str, Any]]:
     """TFLite flatbuffer bytes of ``model`` at ``precision``, and what was quantized how.
 
@@ -64,7 +65,7 @@ def convert(
                 quant = {"method": "fp16 weights (float casting), float32 compute"}
             elif precision in ("dynamic_int8", "int8"):
                 model, kwargs["quant_config"], quant = _pt2e(
-                    model, spec, args[0], precision, calib, per_channel, batch, observer
+                    model, spec, args[0], precision, calib, per_channel, batch, observer, exclude
                 )
             edge = litert_torch.convert(model, args, sample_kwargs=sample_kwargs or None, **kwargs)
             data = bytes(edge.model_content())
@@ -113,6 +114,7 @@ def _pt2e(
     per_channel: bool,
     batch: int,
     observer: str = "histogram",
+    exclude: tuple[str, ...] = (),
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """PT2E: export, annotate with litert-torch's quantizer, calibrate (static), convert; every
     call feeds the model all of ``spec``'s inputs."""
@@ -129,7 +131,7 @@ def _pt2e(
     if observer == "minmax" and not dynamic:
         config = _minmax_activations(config)
     quantizer = PT2EQuantizer().set_global(config)
-    notes = []
+    notes = _keep_float(quantizer, model, exclude)
     if not dynamic and any(isinstance(m, nn.GRU) for m in model.modules()):
         # its GRU annotator expects an explicit initial state (gru(x, h0)); ours pass none
         quantizer.STATIC_OPS = [op for op in PT2EQuantizer.STATIC_OPS if op != "gru_io_only"]
@@ -152,8 +154,40 @@ def _pt2e(
         "calib_samples": 0 if dynamic else len(calib) if calib is not None else 0,
         "calib_batch": 0 if dynamic else calib_batch,
         "notes": notes,
+        **({"kept_float": list(exclude)} if exclude else {}),
     }
     return converted, QuantConfig(pt2e_quantizer=quantizer), quant
+
+
+def _keep_float(quantizer: Any, model: nn.Module, exclude: tuple[str, ...]) -> list[str]:
+    """Keep the modules at ``exclude`` (and what they contain) in float: the quantizer's
+    annotations are removed from their nodes after it annotates. (litert-torch's own
+    ``set_module_name`` takes no ``None`` config, and its name filter does not match the
+    ``nn_module_stack`` keys of this torch; the module path of a node is the stack's value.)
+    A path that names no module is a ConfigError."""
+    from ..errors import ConfigError
+
+    names = {name for name, _ in model.named_modules() if name}
+    unknown = [m for m in exclude if m not in names]
+    if unknown:
+        raise ConfigError(
+            f"exclude: {unknown} name no module of {type(model).__name__}; "
+            f"module paths: {sorted(names)[:8]} ..."
+        )
+    if not exclude:
+        return []
+    annotate = quantizer.annotate
+
+    def annotate_but_excluded(graph: Any) -> Any:
+        graph = annotate(graph)
+        for node in graph.graph.nodes:
+            paths = [str(v[0]) for v in (node.meta.get("nn_module_stack") or {}).values()]
+            if any(p == m or p.startswith(f"{m}.") for p in paths for m in exclude):
+                node.meta.pop("quantization_annotation", None)
+        return graph
+
+    quantizer.annotate = annotate_but_excluded
+    return [f"kept in float (exclude): {', '.join(exclude)}"]
 
 
 def _prepare(
