@@ -212,7 +212,6 @@ def ort_calls(v: Variant, key: str, xs: dict[int, np.ndarray], work: Path, ref) 
 
 def litert_calls(v: Variant, key: str, xs: dict[int, np.ndarray], work: Path, ref) -> None:
     from modelpress.targets import get_target
-    from modelpress.targets.litert import encode_input
 
     diffs = []
     for b, x in xs.items():
@@ -220,16 +219,24 @@ def litert_calls(v: Variant, key: str, xs: dict[int, np.ndarray], work: Path, re
         art = target.build(v.checkpoint, "fp32", None, work / f"litert-{key}-b{b}")
         runner = target.load(art)
         diffs.append(float(np.abs(runner.predict(xs[8]) - ref).max()))
-        interp, inp, out = runner.interpreter, runner.inp, runner.out
-        feed = encode_input(x, inp)
-
-        def call(interp=interp, inp=inp, out=out, feed=feed, runner=runner):
-            interp.set_tensor(inp["index"], feed)
-            interp.invoke()
-            return interp.get_tensor(out["index"])
-
-        v.calls[("litert", b)] = call
+        v.calls[("litert", b)] = litert_call(runner, x)
     v.diffs["litert"] = max(diffs)
+
+
+def litert_call(runner, x: np.ndarray) -> Callable[[], object]:
+    """The timed LiteRT call on a fixed batch ``x`` (the graph's own batch): ``set_tensor`` +
+    ``invoke`` + ``get_tensor`` (the runner is kept alive by the closure)."""
+    from modelpress.targets.litert import encode_input
+
+    interp, inp, out = runner.interpreter, runner.inp, runner.out
+    feed = encode_input(x, inp)
+
+    def call(interp=interp, inp=inp, out=out, feed=feed, runner=runner):
+        interp.set_tensor(inp["index"], feed)
+        interp.invoke()
+        return interp.get_tensor(out["index"])
+
+    return call
 
 
 BUILDERS = {"onnxruntime": ort_calls, "litert": litert_calls}
@@ -252,19 +259,27 @@ def prepare_runtime(runtime: str, row: Row, xs: dict[int, np.ndarray], work: Pat
     return True
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+def interleaved_ms(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    min_seconds: float = 0.0,
+    warmup: int | None = None,
+) -> dict[str, list[float]]:
     """Per-call wall times (ms), the functions alternating (order reversed every other round),
-    after a warm-up of max(5, rounds // 10) calls each."""
+    after a warm-up of ``warmup`` (default max(5, rounds // 10)) calls each: at least ``rounds``
+    rounds, and rounds until ``min_seconds`` have passed since the first timed call."""
     for fn in fns.values():
-        for _ in range(max(5, rounds // 10)):
+        for _ in range(max(5, rounds // 10) if warmup is None else warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     keys = list(fns)
-    for i in range(rounds):
+    i, deadline = 0, time.perf_counter() + min_seconds
+    while i < rounds or time.perf_counter() < deadline:
         for key in keys if i % 2 == 0 else keys[::-1]:
             start = time.perf_counter()
             fns[key]()
             times[key].append((time.perf_counter() - start) * 1e3)
+        i += 1
     return times
 
 

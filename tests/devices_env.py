@@ -19,6 +19,23 @@ from pathlib import Path
 LIGHT_PACKAGES = ("numpy", "numpy.libs", "onnxruntime", "ai_edge_litert")
 
 
+def tiny_resnet(out: Path):
+    """An untrained small resnet8 checkpoint on digits and its float test logits (.npy):
+    (artifact, logits path, ``out``). Validation needs no skill: equal logits, equal accuracy."""
+    import torch
+
+    from modelpress.checkpoint import save_trained
+    from modelpress.data import load_dataset
+    from modelpress.measure.bench import reference_logits
+    from modelpress.models import create_model
+
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_spec=data.input_spec, num_classes=10, width=0.25).eval()
+    art = save_trained(out / "resnet8.safetensors", model, data)
+    return art, reference_logits(art, out / "ref.npy"), out
+
+
 def light_python(folder: Path, packages: tuple[str, ...] = LIGHT_PACKAGES) -> Path:
     """A venv in ``folder`` that sees only ``packages`` (and their dist-info) of this one."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from modelpress.devices.spec import LOCAL_DEVICE, Device, load_devices, parse_url
 from modelpress.errors import ConfigError
 from modelpress.measure.bench import BenchJob, BenchSettings, benchmark
-from tests.devices_env import SshServer, light_python
+from tests.devices_env import SshServer, light_python, tiny_resnet
 
 pytest.importorskip("asyncssh")
 
@@ -135,20 +135,7 @@ def ssh_device(server, python, **extra) -> Device:
 
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
-    """An untrained small CNN checkpoint with its float test logits (validation needs no skill)."""
-    import torch
-    from modelpress.bench import reference_logits
-
-    from modelpress.checkpoint import save_trained
-    from modelpress.data import load_dataset
-    from modelpress.models import create_model
-
-    out = tmp_path_factory.mktemp("ssh-model")
-    data = load_dataset("digits")
-    torch.manual_seed(0)
-    model = create_model("resnet8", input_spec=data.input_spec, num_classes=10, width=0.25).eval()
-    art = save_trained(out / "resnet8.safetensors", model, data)
-    return art, reference_logits(art, out / "ref.npy"), out
+    return tiny_resnet(tmp_path_factory.mktemp("ssh-model"))
 
 
 def ort_jobs(resnet, precisions=("fp32", "dynamic_int8")):

@@ -13,7 +13,7 @@ from modelpress.devices.spec import LOCAL_DEVICE, Device
 from modelpress.errors import DeviceError
 from modelpress.measure.bench import BenchJob, BenchSettings, benchmark
 from tests.adb_server import AdbServer
-from tests.devices_env import light_python
+from tests.devices_env import light_python, tiny_resnet
 
 pytest.importorskip("adbutils")
 
@@ -62,20 +62,7 @@ def light(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
-    """An untrained small CNN checkpoint with its float test logits (validation needs no skill)."""
-    import torch
-    from modelpress.bench import reference_logits
-
-    from modelpress.checkpoint import save_trained
-    from modelpress.data import load_dataset
-    from modelpress.models import create_model
-
-    out = tmp_path_factory.mktemp("adb-model")
-    data = load_dataset("digits")
-    torch.manual_seed(0)
-    model = create_model("resnet8", input_spec=data.input_spec, num_classes=10, width=0.25).eval()
-    art = save_trained(out / "resnet8.safetensors", model, data)
-    return art, reference_logits(art, out / "ref.npy"), out
+    return tiny_resnet(tmp_path_factory.mktemp("adb-model"))
 
 
 def fp32_job(resnet) -> BenchJob:

@@ -117,7 +117,7 @@ def test_the_run_table_shows_the_mark_and_its_legend(results):
     rows = [line.split() for line in text.splitlines() if line.startswith("cnn")]
     assert rows[1][:5] == ["cnn", "ort", "i8", "ok", "slow"]
     assert [row[3:5] for row in rows if row[1] == "lrt"] == [["ok", "95.00"]] * 2
-    assert "slow=slower than fp32" in " ".join(text.split())
+    assert "slow=slower than its fp32 on the same runtime" in " ".join(text.split())
 
 
 def test_the_reports_show_the_mark_beside_the_row_and_a_legend(results):

@@ -275,26 +275,34 @@ class LiteModel:
         self.info = {"runtime": module, "version": versions([dist]).get(dist, ""), "device": "cpu"}
 
     def predict(self, x: Any) -> Any:
-        import numpy as np
+        return fixed_batch_logits(x, self.batch, int(self.out["shape"][-1]), self._chunk)
 
-        n, b = len(x), self.batch
-        logits = np.empty((n, int(self.out["shape"][-1])), dtype=np.float32)
-        for start in range(0, n, b):
-            chunk = x[start : start + b]
-            k = len(chunk)
-            if k < b:  # the graph's batch is fixed: pad, then drop the padding's rows
-                chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), chunk.dtype)])
-            named = {n: chunk if i == 0 else _derived(n, chunk) for i, n in enumerate(self.names)}
-            for name, detail in self.inputs.items():
-                self.interpreter.set_tensor(detail["index"], encode(named[name], detail))
-            self.interpreter.invoke()
-            logits[start : start + k] = decode(
-                self.interpreter.get_tensor(self.out["index"]), self.out
-            )[:k]
-        return logits
+    def _chunk(self, chunk: Any) -> Any:
+        named = {n: chunk if i == 0 else _derived(n, chunk) for i, n in enumerate(self.names)}
+        for name, detail in self.inputs.items():
+            self.interpreter.set_tensor(detail["index"], encode(named[name], detail))
+        self.interpreter.invoke()
+        return decode(self.interpreter.get_tensor(self.out["index"]), self.out)
 
     def prepare(self, x: Any) -> Callable[[], Any]:
         return functools.partial(self.predict, x)
+
+
+def fixed_batch_logits(x: Any, batch: int, classes: int, run: Callable[[Any], Any]) -> Any:
+    """Logits of every row of ``x`` from a graph whose batch is fixed at ``batch``: ``run``
+    takes one full chunk and returns its float logits; the last chunk is padded with zeros and
+    the padding's rows dropped (modelpress's litert target runs its graphs the same way)."""
+    import numpy as np
+
+    n = len(x)
+    logits = np.empty((n, classes), dtype=np.float32)
+    for start in range(0, n, batch):
+        chunk = x[start : start + batch]
+        k = len(chunk)
+        if k < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - k, *chunk.shape[1:]), chunk.dtype)])
+        logits[start : start + k] = run(chunk)[:k]
+    return logits
 
 
 def _installed(module: str) -> bool:

@@ -21,7 +21,6 @@ runtime's threads, allocator and memory never pollute another's measurement.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 import traceback
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices.runner import maxrss_bytes  # the same peak RSS on every device
 from ..errors import TargetUnavailable, one_line
 from ..fsutil import atomic_write_text
 from .int8_check import run_int8_check
@@ -47,25 +47,6 @@ from .timing import (  # noqa: F401 (re-exported: they lived here)
 )
 
 PROGRESS_PREFIX = "modelpress-progress: "  # marks the progress lines on the worker's stderr
-
-
-def maxrss_bytes() -> int:
-    """Peak resident set size of this process so far, in bytes.
-
-    On Linux this is ``VmHWM`` of ``/proc/self/status``: the high-water mark of this process's
-    own address space. ``getrusage().ru_maxrss`` is not used there because Linux carries it over
-    ``fork`` + ``exec``: a worker started by a 2 GB parent would report at least 2 GB. Elsewhere
-    ``ru_maxrss`` is the fallback (bytes on macOS, KiB on other Unixes).
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def latency_entry(samples_ns: np.ndarray, batch: int, seconds: float, keep: int) -> dict[str, Any]:

@@ -36,6 +36,10 @@ PRECISION_NAMES = {"int8": "int8", "dynamic_int8": "dynamic int8"}
 # a record's marks (measure/marks.py), short, after "ok" in the status column ("ok slow"):
 # "slow" = slower than the fp32 artifact on the same runtime (not the ×fast column's ort fp32)
 MARK_CODES = {"slower than fp32": "slow", "over budget": "over"}  # over: int8_fallback.py
+MARK_WORDS = {  # the legend's words: the table shows one batch size, a mark may be of another
+    "slower than fp32": "slower than its fp32 on the same runtime at some batch size",
+    "over budget": "int8 over its accuracy budget",
+}
 # how to make a target available (the pip extra of pyproject.toml, and what else it needs)
 ENABLE = {
     "tensorrt": "pip install -e '.[tensorrt]' on a CUDA machine",
@@ -223,7 +227,9 @@ def legend(rows: list[list[str]]) -> str:
     words += [f"{PRECISIONS[p]}={PRECISION_NAMES[p]}" for p in PRECISIONS if PRECISIONS[p] in used]
     words += ["Δpt=drop in pts", "×sm/×fast=smaller/faster"]
     codes = {code for row in rows for code in row[3].split()[1:]}  # "ok slow" -> slow
-    words += [f"{code}={mark}" for mark, code in MARK_CODES.items() if code in codes]
+    words += [
+        f"{code}={MARK_WORDS.get(mark, mark)}" for mark, code in MARK_CODES.items() if code in codes
+    ]
     return ", ".join(words)
 
 

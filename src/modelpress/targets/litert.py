@@ -39,6 +39,8 @@ import numpy as np
 
 from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
+from ..devices.runner import decode as decode_output  # one (de)quantization on every device
+from ..devices.runner import fixed_batch_logits
 from ..errors import ArtifactError, ConfigError, one_line
 from ..feeds import numpy_feeds
 from ..quiet import quiet
@@ -107,20 +109,14 @@ class LiteRTRunner(Runner):
         self.meta = meta
 
     def _run(self, x: np.ndarray) -> np.ndarray:  # x: (B, *spec.shape)
-        n, b = len(x), self.batch
-        logits = np.empty((n, int(self.out["shape"][-1])), dtype=np.float32)
-        for start in range(0, n, b):
-            chunk = x[start : start + b]
-            k = len(chunk)
-            if k < b:  # the graph's batch is fixed: pad, then drop the padding's rows
-                chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), chunk.dtype)])
-            feeds = numpy_feeds(chunk, self.input_spec.names or ("",))
-            for name, detail in self.inputs.items():
-                self.interpreter.set_tensor(detail["index"], encode_input(feeds[name], detail))
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self.out["index"])  # (b, classes)
-            logits[start : start + k] = decode_output(y, self.out)[:k]
-        return logits
+        return fixed_batch_logits(x, self.batch, int(self.out["shape"][-1]), self._chunk)
+
+    def _chunk(self, chunk: np.ndarray) -> np.ndarray:  # (b, ...) -> (b, classes), float
+        feeds = numpy_feeds(chunk, self.input_spec.names or ("",))
+        for name, detail in self.inputs.items():
+            self.interpreter.set_tensor(detail["index"], encode_input(feeds[name], detail))
+        self.interpreter.invoke()
+        return decode_output(self.interpreter.get_tensor(self.out["index"]), self.out)
 
     def close(self) -> None:
         self.interpreter = None
@@ -154,13 +150,6 @@ def encode_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         if x.size and (x.min() < info.min or x.max() > info.max):
             raise ConfigError(f"litert: token ids do not fit the model's {dtype} input")
     return x.astype(dtype, copy=False)
-
-
-def decode_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        return (y.astype(np.float32) - zero) * scale
-    return y.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
