@@ -72,11 +72,10 @@ def checkpoints(out: Path, epochs: int) -> dict[str, tuple]:
 
 
 def measure(a: argparse.Namespace, tmp: Path):
-    from devices_env import SshServer, light_python
-
     from modelpress.devices.spec import LOCAL_DEVICE, Device
     from modelpress.measure.bench import BenchJob, BenchSettings, benchmark, build_for
     from modelpress.measure.results import save_results
+    from tests.devices_env import SshServer, light_python
 
     arts = checkpoints(tmp, a.epochs)
     settings = BenchSettings(batch_sizes=(1, 32), min_seconds=a.min_seconds, min_calls=200)
@@ -109,7 +108,7 @@ def measure(a: argparse.Namespace, tmp: Path):
     try:
         for r in range(a.rounds):
             order = [LOCAL_DEVICE, device] if r % 2 == 0 else [device, LOCAL_DEVICE]
-            res = benchmark(jobs, settings, devices=order)
+            res = benchmark(jobs, settings, devices=order, log=lambda s: print(s, file=sys.stderr))
             save_results(res, tmp / f"round{r}.json")
             rounds.append(res)
     finally:
@@ -143,6 +142,11 @@ def render(a, header: list[str], rounds: list, summary: list[str]) -> str:
     transport = []
     for i, rec in enumerate(r for r in rounds[0].records if r.device is None):
         pairs = [(res.records[i], _remote(res, rec)) for res in rounds]
+        bad = next((r for pair in pairs for r in pair if r is None or r.status != "ok"), "")
+        if bad != "":
+            why = "no remote record" if bad is None else f"{bad.label}: {bad.status}: {bad.reason}"
+            out.append(f"| {rec.model} {rec.target} {rec.precision} | {why} |||||||")
+            continue
         ratios = {
             b: [t.latency_at(b).p50_ms / h.latency_at(b).p50_ms for h, t in pairs] for b in (1, 32)
         }
@@ -151,13 +155,15 @@ def render(a, header: list[str], rounds: list, summary: list[str]) -> str:
         out.append(
             f"| {rec.model} {rec.target} {rec.precision} | {here.latency_at(1).p50_ms:.4f} | "
             f"{there.latency_at(1).p50_ms:.4f} | {_span(ratios[1])} | {_span(ratios[32])} | "
-            f"{here.validation.accuracy:.4f} | {there.validation.accuracy:.4f} | {'yes' if equal else 'NO'} |"
+            f"{here.validation.accuracy:.4f} | {there.validation.accuracy:.4f} | "
+            f"{'yes' if equal else 'NO'} |"
         )
         transport += [t.runtime["details"]["transport"] for _, t in pairs]
     out += ["", "What the transport cost (seconds, median over every artifact and round):", ""]
     for key in ("connect_s", "probe_s", "copy_s", "start_s", "fetch_s"):
         values = [t[key] for t in transport if key in t]
-        out.append(f"- {key}: {statistics.median(values):.3f} (max {max(values):.3f})")
+        if values:
+            out.append(f"- {key}: {statistics.median(values):.3f} (max {max(values):.3f})")
     out += [
         "",
         "connect and probe are paid once per device and run; copy (artifact, inputs the first "

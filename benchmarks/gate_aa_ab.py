@@ -228,8 +228,29 @@ def render_interleaved(
         "the A/A rows' highest CI low (a steady difference between two sessions of one model "
         "that pairing cannot cancel) and below the A/B rows' lowest CI low.",
         "",
+        "The same runs judged at other tolerances (a run fails when its CI low at either batch "
+        "size is above 1 + tolerance):",
+        "",
+        "| tolerance | A/A false failures | A/B detections |",
+        "|---|---|---|",
+        *_at_tolerances(runs, (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05)),
+        "",
     ]
     return "\n".join(out)
+
+
+def _at_tolerances(runs: dict[str, list[dict]], tolerances: tuple[float, ...]) -> list[str]:
+    """One table row per tolerance: how many A/A and A/B runs fail at it (a harness failure
+    always counts as a failure)."""
+
+    def fails(rows: list[dict], tol: float) -> str:
+        n = sum("batch1" not in r or max(r["batch1"][1], r["batch32"][1]) > 1 + tol for r in rows)
+        return f"{n} / {len(rows)}"
+
+    return [
+        f"| {tol:.1%} | {fails(runs['A/A'], tol)} | {fails(runs['A/B'], tol)} |"
+        for tol in tolerances
+    ]
 
 
 def render(a: argparse.Namespace, header: list[str], baseline, runs: dict[str, list[dict]]) -> str:

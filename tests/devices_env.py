@@ -65,6 +65,7 @@ class SshServer:
         import asyncssh
 
         self.home, self.asyncssh = home, asyncssh
+        home.mkdir(parents=True, exist_ok=True)
         keys.mkdir(parents=True, exist_ok=True)
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         client_key = asyncssh.generate_private_key("ssh-ed25519")

@@ -229,10 +229,10 @@ def machine_line(results: Results, device: str | None) -> str:
             described.most_common(1)[0][0] if described else "machine not recorded"
         )
         found = {}
-    for r in results.records:
+    for r in results.records:  # this column's records: a device's runtimes are its own
         name, version = r.runtime.get("runtime"), r.runtime.get("version")
-        if name and version:
-            found.setdefault(str(name), str(version))
+        if r.device == device and name and version:  # ai_edge_litert is ai-edge-litert
+            found.setdefault(str(name).replace("_", "-"), str(version))
     runtimes = ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
     return one_line(f"{where}; {runtimes}" if runtimes else where)
 
