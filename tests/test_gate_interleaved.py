@@ -55,7 +55,7 @@ def test_policy_needs_a_baseline_for_interleaved_and_none_for_stored():
         Policy.model_validate({"regression": {"mode": "interleaved"}})
     with pytest.raises(ValueError, match="is for mode interleaved"):
         Policy.model_validate({"regression": {"baseline": "x.json"}})
-    assert policy("x.json").regression.allowed_slowdown() == 0.03
+    assert policy("x.json").regression.allowed_slowdown() == 0.02
     assert Policy.model_validate({"regression": {}}).regression.allowed_slowdown() == 0.10
 
 

@@ -118,3 +118,26 @@ def test_the_worker_mode_reports_a_mismatch_as_a_failed_row(onnx_art):
     job = {"artifact_a": onnx_art.to_dict(), "artifact_b": other, "target": "onnxruntime"}
     out = interleaved_job({**job, "settings": SETTINGS})
     assert out["status"] == "failed" and "take different inputs" in out["reason"]
+
+
+def test_signed_rank_cdf_matches_small_exact_cases():
+    from modelpress.measure.interleave import signed_rank_cdf
+
+    cdf = signed_rank_cdf(3)  # W+ over ranks {1,2,3}: 8 sign patterns, sums 0..6
+    assert cdf.tolist() == pytest.approx([1 / 8, 2 / 8, 3 / 8, 5 / 8, 6 / 8, 7 / 8, 1.0])
+    assert signed_rank_cdf(30)[137] <= 0.025 < signed_rank_cdf(30)[138]  # table: W <= 137
+
+
+def test_hodges_lehmann_interval_ignores_an_outlying_pair_the_t_interval_does_not():
+    from modelpress.measure.interleave import hodges_lehmann_ci
+
+    rng = np.random.default_rng(0)
+    logs = np.log(1.05) + rng.normal(0, 0.01, 30)
+    logs[3], logs[17] = np.log(0.6), np.log(1.9)  # two blocks hit by the machine
+    _, t_low, _ = paired_ratio_ci(logs, 0.95)
+    ratio, low, high = hodges_lehmann_ci(logs, 0.95)
+    assert t_low < 1.0 < 1.03 < low < ratio < high < 1.07
+    clean = np.log(1.05) + rng.normal(0, 0.01, 30)
+    r, lo, hi = hodges_lehmann_ci(clean, 0.95)
+    t_r, t_lo, t_hi = paired_ratio_ci(clean, 0.95)
+    assert r == pytest.approx(t_r, rel=0.01) and (hi - lo) < 1.3 * (t_hi - t_lo)

@@ -182,7 +182,7 @@ class Regression(_Strict):
     mode: Literal["stored", "interleaved"] = "stored"
     baseline: str | None = None  # interleaved: a results .json of the base build, or an artifact
     match: Match = Match()
-    # allowed slowdown of the median: 0.10 = 10 % (the default: 0.10 stored, 0.03 interleaved)
+    # allowed slowdown of the median: 0.10 = 10 % (the default: 0.10 stored, 0.02 interleaved)
     tolerance: float | None = Field(None, ge=0.0, le=10.0)
     confidence: float = Field(0.95, ge=0.5, lt=1.0)  # of the bootstrap interval
     batches: list[int] | None = None  # None: every batch size measured in both files

@@ -11,7 +11,7 @@ above ``1 + tolerance``. In a policy or a recipe's ``gates:``::
       baseline: ci/main-results.json   # a results file of the base build (its artifact paths),
                                        # or one artifact file (.onnx / .tflite) for every match
       match: {precision: int8}
-      tolerance: 0.03                  # the default is measured: benchmarks/gate_aa_ab.py
+      tolerance: 0.02                  # the default, measured: benchmarks/gate_aa_ab.py
 
 >>> from modelpress.measure.gate_interleaved import measure_pair     # doctest: +SKIP
 >>> res = measure_pair(Path("base.onnx"), Path("new.onnx"), "onnxruntime", {"threads": 1},
