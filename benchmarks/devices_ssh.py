@@ -140,8 +140,8 @@ def render(a, header: list[str], rounds: list, summary: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     transport = []
-    for i, rec in enumerate(r for r in rounds[0].records if r.device is None):
-        pairs = [(res.records[i], _remote(res, rec)) for res in rounds]
+    for rec in (r for r in rounds[0].records if r.device is None):
+        pairs = [(_on(res, rec, None), _on(res, rec, "ssh-loopback")) for res in rounds]
         bad = next((r for pair in pairs for r in pair if r is None or r.status != "ok"), "")
         if bad != "":
             why = "no remote record" if bad is None else f"{bad.label}: {bad.status}: {bad.reason}"
@@ -178,8 +178,9 @@ def render(a, header: list[str], rounds: list, summary: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _remote(res, rec):
-    return res.find(rec.model, rec.target, rec.precision, "ssh-loopback")
+def _on(res, rec, device):
+    """``rec``'s artifact as measured in round ``res`` on ``device`` (None: locally)."""
+    return res.find(rec.model, rec.target, rec.precision, device)
 
 
 def _span(values: list[float]) -> str:
