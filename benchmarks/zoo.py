@@ -13,7 +13,7 @@ every variant's calls are interleaved, so ratios to fp32 come from the same mome
 fails (prune, build, load, run) is a row that says why; the others go on.
 
     .venv/bin/python benchmarks/zoo.py [--models resnet18,bert_mini] [--runtimes onnxruntime] \\
-        [--batches 1,8] [--threads 1,2] [--rounds 20] [--min-seconds 2] [--quick] \\
+        [--batches 1,8] [--threads 1,2] [--rounds 30] [--min-seconds 5] [--quick] \\
         [--out benchmarks/results/zoo.md]
 
 ``--quick``: tiny sizes and few rounds, a smoke run (its numbers mean nothing).
@@ -25,6 +25,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,12 +187,12 @@ def build_artifacts(res: Result, runtime: str, cfg: Settings, calib: np.ndarray,
 
 def load_calls(res: Result, runtime: str, arts: dict, t: int, b: int, x: np.ndarray, check):
     """Zero-argument timed calls of every built variant on batch ``x`` with ``t`` threads, each
-    run once (a failing run is a row); the first load of a variant also checks it vs torch."""
+    run once (a failing one is a row and leaves ``arts``); a variant's first load checks it."""
     from modelpress.targets import get_target
 
     calls = {}
-    for (key, batch), art in arts.items():
-        if batch != b:
+    for (key, batch), art in list(arts.items()):
+        if batch != b or (key, batch) not in arts:
             continue
         options = {"threads": t} if runtime == "onnxruntime" else {"threads": t, "batch": b}
 
@@ -206,6 +207,9 @@ def load_calls(res: Result, runtime: str, arts: dict, t: int, b: int, x: np.ndar
         call = attempt(res, f"{runtime} {key} run ({t} thread(s), batch {b})", prepare)
         if call is not None:
             calls[key] = call
+        else:  # one row says why; the later cells leave this variant out
+            for k in [k for k in arts if k[0] == key]:
+                del arts[k]
     return calls
 
 
@@ -213,7 +217,9 @@ def measure_model(name: str, cfg: Settings, work: Path) -> Result:
     res = Result(name, Row(name))
     arch = MODELS[name]
     size = arch.quick if cfg.quick else arch.full
+    start = time.perf_counter()
     attempt(res, "prune / save", lambda: build_variants(name, arch, size, res.row, work))
+    print(f"{name}: pruned and saved in {time.perf_counter() - start:.0f} s", flush=True)
     if res.row.failures:
         return res
     xs = {b: sample(size, b, seed=2) for b in cfg.batches}
@@ -227,7 +233,9 @@ def measure_model(name: str, cfg: Settings, work: Path) -> Result:
 
     calib = sample(size, CALIB[cfg.quick], seed=3)
     for runtime in cfg.runtimes:
+        start = time.perf_counter()
         arts = build_artifacts(res, runtime, cfg, calib, work)
+        built, start = time.perf_counter() - start, time.perf_counter()
         for t in cfg.threads:
             for b in cfg.batches:
                 calls = load_calls(res, runtime, arts, t, b, xs[b], check)
@@ -235,7 +243,12 @@ def measure_model(name: str, cfg: Settings, work: Path) -> Result:
                     cell = interleaved_ms(calls, cfg.rounds, cfg.min_seconds, WARMUP)
                     res.times[(runtime, t, b)] = cell
                 del calls  # free the sessions / interpreters before the next cell
-        print(f"{name} {runtime}: {summary(res, runtime)}", flush=True)
+        timed = time.perf_counter() - start
+        print(
+            f"{name} {runtime} (built in {built:.0f} s, timed in {timed:.0f} s): "
+            f"{summary(res, runtime)}",
+            flush=True,
+        )
     return res
 
 
@@ -310,7 +323,7 @@ def size_rows(results: list[Result], cfg: Settings) -> list[str]:
         "|---|---|---:|---:|" + "---:|" * (2 * len(rts)),
     ]
     for res in results:
-        if res.row.failures and not res.row.variants:
+        if "pruned" not in res.row.variants:  # pruning failed: see Failures
             continue
         for source, precision in variants(res.name):
             key, v = label(source, precision), res.row.variants[source]
@@ -358,7 +371,10 @@ def render(header: list[str], results: list[Result], cfg: Settings) -> str:
     ]
     if cfg.quick:
         out += ["**--quick: tiny models, few rounds; a smoke run, the numbers mean nothing.**", ""]
-    out += ["## Targets (issue 11, batch 1)", "", *goal_rows(results, cfg), ""]
+    out += ["## Targets (issue 11, batch 1)", ""]
+    if cfg.quick:
+        out += ["Not 224x224 models (--quick): these verdicts judge nothing.", ""]
+    out += [*goal_rows(results, cfg), ""]
     out += ["## Sizes", "", *size_rows(results, cfg), ""]
     for runtime in cfg.runtimes:
         out += [f"## {TITLES[runtime]}", "", *latency_rows(results, runtime), ""]
@@ -371,8 +387,9 @@ def render(header: list[str], results: list[Result], cfg: Settings) -> str:
         size = arch.quick if cfg.quick else arch.full
         out.append(
             f"- {r.name}, input {size.shape} (`zoo_nets.{arch.builder}(**{size.kwargs})`, "
-            f"pruned in {r.row.prune_s:.0f} s, MACs / {reduction(r) if r.row.widths else 1:.2f}):"
-            f" {r.row.widths or 'not pruned'}"
+            f"pruned in {r.row.prune_s:.0f} s"
+            + (f", MACs / {reduction(r):.2f}" if "pruned" in r.row.variants else "")
+            + f"): {r.row.widths or 'not pruned'}"
         )
     out += ["", "## How it was measured", "", *method(cfg)]
     return "\n".join(out)
@@ -388,7 +405,9 @@ def method(cfg: Settings) -> list[str]:
         "and, for the transformers, `dynamic_int8`; LiteRT (`get_target('litert', batch=b, "
         "observer='minmax')`, one graph per batch) the same precisions. Static int8 calibrates "
         f"on {CALIB[cfg.quick]} random inputs (standard normal pixels, token ids uniform in "
-        "[1, vocab)). The int8 variants have their float model's params and MACs. Check = "
+        "[1, vocab)). The int8 variants have their float model's params and MACs. Bytes: every "
+        "file of the artifact on disk (ONNX external data included; LiteRT: the graph of the "
+        "first batch). Check = "
         "max |runtime - torch| / max |torch logit| over 8 random inputs (LiteRT: its first "
         "batch's graph), a sanity check of the artifact, not an accuracy. Timed: ONNX Runtime's "
         "`session.run` on a prepared feed; LiteRT's `set_tensor` + `invoke` + `get_tensor`. Per "
@@ -427,8 +446,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, Path]:
         unknown = sorted(set(given) - set(known))
         if unknown or not given:
             p.error(f"unknown or no names {unknown}; choose from {', '.join(known)}")
-    rounds = a.rounds or (3 if a.quick else 20)
-    seconds = a.min_seconds if a.min_seconds is not None else (0.0 if a.quick else 2.0)
+    rounds = a.rounds or (3 if a.quick else 30)
+    seconds = a.min_seconds if a.min_seconds is not None else (0.0 if a.quick else 5.0)
     cfg = Settings(models, runtimes, a.batches, a.threads, rounds, seconds, a.quick)
     return cfg, a.out
 
