@@ -19,6 +19,20 @@ from pathlib import Path
 LIGHT_PACKAGES = ("numpy", "numpy.libs", "onnxruntime", "ai_edge_litert")
 
 
+def fast_settings():
+    """Short measurements for the device tests (batch 1 and 8, a few dozen calls)."""
+    from modelpress.measure.bench import BenchSettings
+
+    return BenchSettings(
+        batch_sizes=(1, 8),
+        warmup_calls=2,
+        warmup_seconds=0.0,
+        min_calls=30,
+        min_seconds=0.05,
+        keep_samples=50,
+    )
+
+
 def tiny_resnet(out: Path):
     """An untrained small resnet8 checkpoint on digits and its float test logits (.npy):
     (artifact, logits path, ``out``). Validation needs no skill: equal logits, equal accuracy."""

@@ -14,19 +14,12 @@ from hypothesis import strategies as st
 
 from modelpress.devices.spec import LOCAL_DEVICE, Device, load_devices, parse_url
 from modelpress.errors import ConfigError
-from modelpress.measure.bench import BenchJob, BenchSettings, benchmark
-from tests.devices_env import SshServer, light_python, tiny_resnet
+from modelpress.measure.bench import BenchJob, benchmark
+from tests.devices_env import SshServer, fast_settings, light_python, tiny_resnet
 
 pytest.importorskip("asyncssh")
 
-FAST = BenchSettings(
-    batch_sizes=(1, 8),
-    warmup_calls=2,
-    warmup_seconds=0.0,
-    min_calls=30,
-    min_seconds=0.05,
-    keep_samples=50,
-)
+FAST = fast_settings()
 
 
 # --- the devices file -----------------------------------------------------------------------------

@@ -11,20 +11,13 @@ import pytest
 
 from modelpress.devices.spec import LOCAL_DEVICE, Device
 from modelpress.errors import DeviceError
-from modelpress.measure.bench import BenchJob, BenchSettings, benchmark
+from modelpress.measure.bench import BenchJob, benchmark
 from tests.adb_server import AdbServer
-from tests.devices_env import light_python, tiny_resnet
+from tests.devices_env import fast_settings, light_python, tiny_resnet
 
 pytest.importorskip("adbutils")
 
-FAST = BenchSettings(
-    batch_sizes=(1, 8),
-    warmup_calls=2,
-    warmup_seconds=0.0,
-    min_calls=30,
-    min_seconds=0.05,
-    keep_samples=50,
-)
+FAST = fast_settings()
 SERIAL = "LOOPBACK01"
 
 

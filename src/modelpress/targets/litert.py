@@ -40,7 +40,7 @@ import numpy as np
 from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..devices.runner import decode as decode_output  # one (de)quantization on every device
-from ..devices.runner import fixed_batch_logits
+from ..devices.runner import encode, fixed_batch_logits
 from ..errors import ArtifactError, ConfigError, one_line
 from ..feeds import numpy_feeds
 from ..quiet import quiet
@@ -138,18 +138,14 @@ def _by_name(details: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str,
 
 
 def encode_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """``x`` in the dtype the graph's input takes: quantized with its scale / zero point if int."""
+    """``x`` in the dtype the graph's input takes (the runner's :func:`encode`: quantized with
+    its scale / zero point if int); token ids that do not fit that dtype are refused."""
     dtype = np.dtype(detail["dtype"])
-    scale, zero = detail["quantization"]
-    if np.issubdtype(x.dtype, np.floating) and np.issubdtype(dtype, np.integer) and scale:
-        info = np.iinfo(dtype)
-        q = np.round(x.astype(np.float32) / scale) + zero
-        return np.clip(q, info.min, info.max).astype(dtype)
     if np.issubdtype(dtype, np.integer) and np.issubdtype(x.dtype, np.integer):
         info = np.iinfo(dtype)
         if x.size and (x.min() < info.min or x.max() > info.max):
             raise ConfigError(f"litert: token ids do not fit the model's {dtype} input")
-    return x.astype(dtype, copy=False)
+    return encode(x, detail)
 
 
 # ---------------------------------------------------------------------------------------------
