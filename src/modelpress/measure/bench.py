@@ -517,6 +517,7 @@ def devices_from_args(a: argparse.Namespace) -> list[Device]:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     """Run ``modelpress bench``: 0 when at least one record is ok, 1 when none is."""
+    from .marks import mark_slower_than_fp32
     from .report import markdown_table, write_report
     from .results import save_results
 
@@ -532,6 +533,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     devices = devices_from_args(a)
     jobs = jobs_from_args(a, build_dir)
     res = benchmark(jobs, settings, log=lambda s: print(s, file=sys.stderr), devices=devices)
+    res = mark_slower_than_fp32(res)  # as a run does: a gate's forbid_marks applies here too
     save_results(res, a.out)
     print(markdown_table(res))
     print(f"results -> {a.out}")
