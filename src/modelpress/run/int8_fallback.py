@@ -23,7 +23,6 @@ before and after, the localisation table) and in passes.json's notes; the report
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,7 +136,7 @@ def float_logits(pipe: Pipeline, source: Artifact) -> Path | None:
 def _check(pipe: Pipeline, tracks: list[Track]) -> None:
     """Fill the last try's ``result`` of every track: cached, or checked now (a worker per
     target)."""
-    from .steps import _in_worker, _progress
+    from .steps import worker_batch
 
     by_target: dict[str, list[tuple[Track, str]]] = {}
     for t in tracks:
@@ -159,12 +158,8 @@ def _check(pipe: Pipeline, tracks: list[Track]) -> None:
     for target, todo in by_target.items():
         payloads = [_payload(t, target) for t, _ in todo]
         names = [f"{t.job.label} {target} {t.job.precision}" for t, _ in todo]
-        workdir = pipe.cache.begin("worker", f"int8check-{target}")
-        try:
-            with _progress(pipe, f"int8 check on {target}", names, "checked") as progress:
-                results = _in_worker(pipe, payloads, workdir, progress)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        what = f"int8 check on {target}"
+        results = worker_batch(pipe, f"int8check-{target}", what, names, "checked", payloads)
         for (t, key), res in zip(todo, results):
             t.tries[-1].result = res
             if res.get("status") == "ok":

@@ -110,6 +110,25 @@ def _in_worker(
     return results
 
 
+def worker_batch(
+    pipe: Pipeline,
+    tag: str,
+    title: str,
+    names: list[str],
+    verb: str,
+    payloads: list[dict[str, Any]],
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """``payloads`` run in one worker process (its job files in a ``worker`` stage folder named
+    ``tag``, removed after), with one progress line per artifact (``names``, ``verb``)."""
+    workdir = pipe.cache.begin("worker", tag)
+    try:
+        with _progress(pipe, title, names, verb) as progress:
+            return _in_worker(pipe, payloads, workdir, progress, env)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _progress(pipe: Pipeline, title: str, names: list[str], verb: str) -> WorkerProgress:
     from ..progress import WorkerProgress, reporter
 
@@ -163,12 +182,8 @@ def build_all(
         for j, tmp in todo
     ]
     names = [f"{j.label} {target} {j.precision}" for j, _ in todo]
-    workdir = pipe.cache.begin("worker", f"build-{target}{part.replace(' ', '')}")
-    try:
-        with _progress(pipe, what, names, "built") as progress:
-            results = _in_worker(pipe, payloads, workdir, progress, env)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    tag = f"build-{target}{part.replace(' ', '')}"
+    results = worker_batch(pipe, tag, what, names, "built", payloads, env)
     for (job, tmp), res in zip(todo, results):
         if res.get("status") != "ok":
             shutil.rmtree(tmp, ignore_errors=True)
@@ -290,12 +305,9 @@ def _measure(pipe: Pipeline, target: str, todo: list, settings) -> dict[tuple, R
         for _, group, job, _ in todo
     ]
     names = [f"{job.label} {target} {job.precision}" for _, _, job, _ in todo]
-    workdir = pipe.cache.begin("worker", f"bench-{target}")
-    try:
-        with _progress(pipe, f"measure on {target}", names, "measured") as progress:
-            results = _in_worker(pipe, payloads, workdir, progress)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    results = worker_batch(
+        pipe, f"bench-{target}", f"measure on {target}", names, "measured", payloads
+    )
     records = {}
     for (index, group, job, key), res in zip(todo, results):
         bjob = BenchJob(
