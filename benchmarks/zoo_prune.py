@@ -150,10 +150,12 @@ class Row:
     prune_s: float = 0.0
 
 
-def build_variants(name: str, arch: Arch, size: Size, row: Row, work: Path) -> None:
-    """Dense model through its factory, a pruned copy, both counted and saved as checkpoints."""
+def build_variants(
+    name: str, arch: Arch, size: Size, row: Row, work: Path, prune: bool = True
+) -> None:
+    """Dense model through its factory, a pruned copy (unless not ``prune``), each counted and
+    saved as a checkpoint."""
     from modelpress.checkpoint import save_checkpoint
-    from modelpress.compress.prune import PruneConfig, prune_model
     from modelpress.factory import allow_factory, build_from_factory
     from modelpress.metrics import count_macs, count_params
     from modelpress.model_io import adapt_output
@@ -165,13 +167,8 @@ def build_variants(name: str, arch: Arch, size: Size, row: Row, work: Path) -> N
     calibrate_norms(dense, size)
     example = torch.as_tensor(sample(size, 2, seed=1))
     row.variants["dense"] = Variant(dense, count_params(dense), count_macs(dense, example))
-    pruned = copy.deepcopy(dense)
-    start = time.perf_counter()
-    outcome = prune_model(pruned, example, PruneConfig(**PRUNE))
-    row.prune_s = time.perf_counter() - start
-    pruned.eval()
-    row.variants["pruned"] = Variant(pruned, count_params(pruned), count_macs(pruned, example))
-    row.widths = "; ".join(f"{k} {a}->{b}" for k, (a, b) in outcome.details["widths"].items())
+    if prune:
+        prune_copy(dense, example, row)
     labels = [str(i) for i in range(size.kwargs["classes"])]
     for key, v in row.variants.items():
         v.checkpoint = save_checkpoint(
@@ -181,6 +178,19 @@ def build_variants(name: str, arch: Arch, size: Size, row: Row, work: Path) -> N
             labels=labels,
             preprocessing={},
         )
+
+
+def prune_copy(dense: torch.nn.Module, example: torch.Tensor, row: Row) -> None:
+    from modelpress.compress.prune import PruneConfig, prune_model
+    from modelpress.metrics import count_macs, count_params
+
+    pruned = copy.deepcopy(dense)
+    start = time.perf_counter()
+    outcome = prune_model(pruned, example, PruneConfig(**PRUNE))
+    row.prune_s = time.perf_counter() - start
+    pruned.eval()
+    row.variants["pruned"] = Variant(pruned, count_params(pruned), count_macs(pruned, example))
+    row.widths = "; ".join(f"{k} {a}->{b}" for k, (a, b) in outcome.details["widths"].items())
 
 
 def calibrate_norms(model: torch.nn.Module, size: Size) -> None:

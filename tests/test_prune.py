@@ -166,6 +166,28 @@ def test_uniform_scope_and_round_to():
     assert all(after % 8 == 0 for _, after in widths.values())
 
 
+def test_round_to_auto_follows_kernel_blocks_in_wide_models_only():
+    from modelpress.compress.pruning_graph import channel_step
+
+    assert [channel_step("auto", w, 1280) for w in (16, 96, 255, 256, 1280)] == [16] * 3 + [32] * 2
+    assert [channel_step("auto", w, 128) for w in (16, 128)] == [8, 8]
+    assert channel_step(4, 1280, 1280) == 4
+    torch.manual_seed(0)
+    wide = nn.Sequential(
+        nn.Conv2d(3, 24, 3), nn.ReLU(), nn.Conv2d(24, 96, 1), nn.ReLU(),
+        nn.Conv2d(96, 320, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(320, 10),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8)
+    outcome = prune_model(wide, x, PruneConfig(ratio=0.4, recovery="none"))
+    widths = outcome.details["widths"]
+    assert widths["2"][1] % 16 == 0 and widths["4"][1] % 32 == 0 and widths["4"][1] < 320
+    assert widths["0"][1] in (16, 24)  # 24 channels: multiples of 16, or kept whole
+    small, xs = _model("resnet8"), _x("image")
+    widths = prune_model(small, xs, PruneConfig(ratio=0.3, recovery="none")).details["widths"]
+    assert all(after % 8 == 0 for _, after in widths.values())
+    assert any(after % 16 for _, after in widths.values())  # a narrow model keeps steps of 8
+
+
 @pytest.mark.parametrize("name", ["gru", "vit"])
 def test_macs_budget_is_met(name):
     kind = MODELS[name].input_kinds[0]
@@ -248,6 +270,7 @@ def test_targets_that_cannot_work_fail_clearly():
         ({"ratio": 0.3, "recovery": "pray"}, "recovery 'pray' is unknown"),
         ({"ratio": 0.3, "iterative_steps": 0}, "iterative_steps must be an integer"),
         ({"ratio": 0.3, "round_to": 0}, "round_to must be an integer"),
+        ({"ratio": 0.3, "round_to": "avx"}, "round_to must be an integer >= 1 or 'auto'"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -171,3 +171,15 @@ def test_describe():
     info = get_target("onnxruntime", threads=3).describe()
     assert info.runtime == "onnxruntime" and info.threads == 3 and info.version
     assert str(get_target("onnxruntime").availability()) == "ok"
+
+
+def test_disabled_optimizers_default_and_validation():
+    from modelpress.targets.onnxruntime import OrtConfig
+
+    tgt = get_target("onnxruntime")
+    assert tgt.cfg.disabled_optimizers == ("SkipLayerNormFusion",)
+    assert tgt.describe().details["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    assert get_target("onnxruntime", disabled_optimizers=[]).cfg.disabled_optimizers == ()
+    for bad in ("SkipLayerNormFusion", [""], [3]):
+        with pytest.raises(ConfigError, match="disabled_optimizers must be a list"):
+            OrtConfig(disabled_optimizers=bad)

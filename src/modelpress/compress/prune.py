@@ -67,10 +67,14 @@ class PruneConfig:
     ``params_budget`` / ``macs_budget``: a float in (0, 1) keeps at most that fraction of the
     model's parameters / MACs; an int is an absolute maximum. ``scope``: ``global`` ranks all
     units together (no layer loses more than ``max_layer_ratio``), ``uniform`` removes the same
-    fraction of every set. ``round_to`` rounds kept channel counts to multiples of it: the
-    default 8 matches the channel blocking of CPU conv kernels (ONNX Runtime's NCHWc, XNNPACK);
-    measured on the digits resnet8, odd widths at half the MACs ran 0.61x the dense speed on
-    ONNX Runtime, and 4x fewer MACs at multiples of 8 ran 1.7x faster (see benchmarks/).
+    fraction of every set. ``round_to`` rounds kept channel counts to multiples of it. The
+    default ``auto``, in a model with a prunable layer of 256 channels or more, rounds such wide
+    layers to multiples of 32 and the others to 16; a narrower model keeps multiples of 8
+    (``pruning_graph.channel_step``). CPU kernels block channels by 8 (AVX2, XNNPACK) and 16
+    (AVX-512 NCHWc) and pack int8 GEMM panels wider still, so channel counts that were multiples
+    of 8 only ran slower than their MACs say (benchmarks/results/prune_rounding.md: MobileNetV2
+    at 224x224 and half the MACs on ONNX Runtime). Odd widths are worse: the digits resnet8 at
+    half the MACs ran 0.61x the dense speed.
     """
 
     ratio: float | None = None
@@ -82,7 +86,7 @@ class PruneConfig:
     recovery: str = "finetune"
     recovery_epochs: int = 10
     recovery_lr: float = 1e-3
-    round_to: int = 8
+    round_to: int | str = "auto"  # an int >= 1, or "auto" (8, 16 or 32 by layer width)
     max_layer_ratio: float = 0.9
     prune_heads: bool = True
     ignore: tuple[str, ...] = ()
@@ -116,7 +120,15 @@ class PruneConfig:
                 f"global ratio {self.ratio} is above max_layer_ratio {self.max_layer_ratio}: "
                 "no layer may lose more than that; lower the ratio or raise max_layer_ratio"
             )
-        for name in ("iterative_steps", "recovery_epochs", "round_to", "taylor_batches"):
+        if self.round_to != "auto" and (
+            not isinstance(self.round_to, int)
+            or isinstance(self.round_to, bool)
+            or self.round_to < 1
+        ):
+            raise ConfigError(
+                f"PruneConfig.round_to must be an integer >= 1 or 'auto', got {self.round_to!r}"
+            )
+        for name in ("iterative_steps", "recovery_epochs", "taylor_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"PruneConfig.{name} must be an integer >= 1")
         if not self.recovery_lr > 0:
@@ -133,6 +145,10 @@ class PruneOutcome:
     model: nn.Module
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def rounding_text(round_to: int | str) -> str:
+    return "8, 16 or 32 by width (auto)" if round_to == "auto" else str(round_to)
 
 
 def _keep_count(keep: int, current: int, step: int) -> int:
@@ -231,7 +247,9 @@ def search_ratio(
     if not meets(hi):
         kind = "parameter" if cfg.params_budget else "MAC"
         rounded = (
-            f" (kept counts rounded to multiples of {cfg.round_to})" if cfg.round_to > 1 else ""
+            f" (kept counts rounded to multiples of {rounding_text(cfg.round_to)})"
+            if cfg.round_to != 1
+            else ""
         )
         raise ConfigError(
             f"{kind} budget {goal} cannot be reached: removing {hi:.2f} of every prunable set"
@@ -356,7 +374,7 @@ def prune_model(
     if after["params"] == before["params"]:
         raise ConfigError(
             f"pruning removed nothing at ratio {run.ratio:.3g}: every set rounds to its full "
-            f"width (round_to={cfg.round_to}); raise the target or lower round_to"
+            f"width (round_to={cfg.round_to}); raise the target or set a lower round_to"
         )
     widths = {k: [n, run.width.get(k, n)] for k, n in run.init.items()}
     notes = run.notes

@@ -228,6 +228,20 @@ def _head_sets(atts: list[Attention], ignored: set[int], cfg) -> tuple[list[Unit
     return sets, notes
 
 
+def channel_step(round_to: int | str, width: int, widest: int) -> int:
+    """Kept channel counts of a ``width``-channel layer are multiples of this. ``auto``, in a
+    model whose widest prunable layer (``widest``) has 256 channels or more: 32 from 256
+    channels, 16 below (a layer of 16 channels or fewer keeps its width). CPU kernels block
+    channels by 8 (AVX2, XNNPACK) or 16 (AVX-512's NCHWc), and one layer cut to 8 channels at
+    high resolution undoes the blocking of the next. A narrower model keeps multiples of 8:
+    there, finer steps matter more than kernel blocks."""
+    if round_to != "auto":
+        return int(round_to)
+    if widest < 256:
+        return 8
+    return 32 if width >= 256 else 16
+
+
 def build_structure(model: nn.Module, example: torch.Tensor, cfg) -> Structure:
     """Trace ``model`` and list its prunable sets (``cfg``: a PruneConfig)."""
     ignored = {id(m) for m in _resolve_ignored(model, cfg.ignore)}
@@ -241,7 +255,7 @@ def build_structure(model: nn.Module, example: torch.Tensor, cfg) -> Structure:
             notes.append(f"{a.name!r} is a cross-attention: its heads may go, its width stays")
     names = dg._module2name
     notes += [f"{n!r} ignored by config" for n in cfg.ignore]
-    sets = []
+    found = []
     for group in dg.get_all_groups(ignored_layers=[], root_module_types=ROOTS):
         root, fn = group[0].dep.target.module, group[0].dep.handler
         key, size = names[root], dg.get_out_channels(root)
@@ -250,7 +264,12 @@ def build_structure(model: nn.Module, example: torch.Tensor, cfg) -> Structure:
         if reason:
             notes.append(f"{key!r} width {size} kept: {reason}")
             continue
-        sets.append(UnitSet(key, "channels", root, size, cfg.round_to, group, fn))
+        found.append((key, root, size, group, fn))
+    widest = max((size for _, _, size, _, _ in found), default=0)
+    sets = [
+        UnitSet(key, "channels", root, size, channel_step(cfg.round_to, size, widest), group, fn)
+        for key, root, size, group, fn in found
+    ]
     heads, head_notes = _head_sets(list(bound.values()), ignored, cfg)
     return Structure(dg=dg, sets=sets + heads, notes=notes + head_notes, attention=bound)
 

@@ -137,7 +137,11 @@ def runner_options(target: str, options: dict[str, Any]) -> dict[str, Any]:
                 f"providers {list(cfg.providers)} do not run on remote devices: the runner uses "
                 "onnxruntime's CPU provider"
             )
-        return {"threads": cfg.threads, "optimization": cfg.optimization}
+        return {
+            "threads": cfg.threads,
+            "optimization": cfg.optimization,
+            "disabled_optimizers": list(cfg.disabled_optimizers),
+        }
     cfg = tgt.config
     return {"threads": cfg.threads, "xnnpack": cfg.xnnpack, "module": cfg.runtime}
 

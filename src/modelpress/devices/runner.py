@@ -18,7 +18,8 @@ Protocol (version :data:`PROTOCOL`; a host refuses a runner of another version):
     reads ``JOB_DIR/job.json``::
 
         {"protocol": 1, "runtime": "onnxruntime" | "litert", "model": "model.onnx",
-         "options": {"threads": 1, "optimization": "all"},      # onnxruntime
+         "options": {"threads": 1, "optimization": "all",       # onnxruntime
+                     "disabled_optimizers": ["SkipLayerNormFusion"]},
                     {"threads": 1, "xnnpack": true, "module": "auto"}  # litert
          "input_names": ["input_ids", "attention_mask"],          # [] for one unnamed input
          "inputs": "../inputs/<digest>.npy",  # the batch pool, already in the model's dtype
@@ -231,7 +232,10 @@ class OrtModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            str(path),
+            sess_options=opts,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(options.get("disabled_optimizers", [])),
         )
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.names = names

@@ -92,8 +92,10 @@ def _options_of(rec: Record) -> dict[str, Any]:
     """The load-time settings a record was measured with (threads; ORT's optimization)."""
     opts: dict[str, Any] = {"threads": rec.threads} if rec.threads else {}
     details = (rec.runtime or {}).get("details") or {}
-    if rec.target == "onnxruntime" and details.get("optimization"):
-        opts["optimization"] = details["optimization"]
+    if rec.target == "onnxruntime":
+        for key in ("optimization", "disabled_optimizers"):
+            if details.get(key) is not None:
+                opts[key] = details[key]
     return opts
 
 

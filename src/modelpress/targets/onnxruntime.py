@@ -88,6 +88,11 @@ class OrtConfig:
     # execution providers, in order (ort_providers.py): cpu | cuda | tensorrt; load-time settings
     providers: tuple[str, ...] = ort_providers.DEFAULT
     device_id: int = 0  # the GPU of the cuda / tensorrt providers
+    # graph optimisers ORT must not apply at load time. SkipLayerNormFusion: ORT 1.32's CPU
+    # SkipLayerNormalization kernel is ~3x slower than the Add + LayerNormalization it replaces
+    # (0.25 vs 0.08 ms at 128x256, one thread); unfused, BERT-mini runs 1.15x (fp32) and 1.28x
+    # (dynamic int8) faster (benchmarks/results/ort_fusions.md). [] keeps every optimiser.
+    disabled_optimizers: tuple[str, ...] = ("SkipLayerNormFusion",)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -106,6 +111,14 @@ class OrtConfig:
             )
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "providers", ort_providers.parse_providers(self.providers))
+        if isinstance(self.disabled_optimizers, str) or not all(
+            isinstance(o, str) and o for o in self.disabled_optimizers
+        ):
+            raise ConfigError(
+                "onnxruntime disabled_optimizers must be a list of optimiser names, e.g. "
+                f"[SkipLayerNormFusion], got {self.disabled_optimizers!r}"
+            )
+        object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
         if self.device_id < 0:
             raise ConfigError(f"onnxruntime device_id must be >= 0, got {self.device_id}")
         if self.rnn not in ("auto", "native", "unrolled"):
@@ -190,7 +203,12 @@ class OnnxRuntimeTarget:
 
     def _cfg_meta(self, precision: str) -> dict[str, Any]:
         cfg = asdict(self.cfg)
-        for load_time in ("threads", "providers", "device_id"):  # they do not change the file
+        for load_time in (
+            "threads",
+            "providers",
+            "device_id",
+            "disabled_optimizers",
+        ):  # they do not change the file
             cfg.pop(load_time)
         return cfg if precision == "int8" else {"optimization": cfg["optimization"]}
 
@@ -361,6 +379,7 @@ class OnnxRuntimeTarget:
                 str(path),
                 sess_options=opts,
                 providers=ort_providers.session_providers(self.cfg.providers, self.cfg.device_id),
+                disabled_optimizers=list(self.cfg.disabled_optimizers),
             )
         except Exception as exc:  # InvalidProtobuf, NotImplemented, Fail, ...
             raise _load_error(path, exc) from exc
@@ -388,7 +407,11 @@ class OnnxRuntimeTarget:
             version=ort.__version__,
             device=ort_providers.device_label(self.cfg.providers, self.cfg.device_id),
             threads=self.cfg.threads,
-            details={"optimization": self.cfg.optimization, "providers": list(self.cfg.providers)},
+            details={
+                "optimization": self.cfg.optimization,
+                "providers": list(self.cfg.providers),
+                "disabled_optimizers": list(self.cfg.disabled_optimizers),
+            },
         )
 
 
