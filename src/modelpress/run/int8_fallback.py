@@ -4,9 +4,10 @@ built from, the diverging layers are kept in float and it is rebuilt, until a bu
 budget or ``max_tries`` rebuilds are spent. No mix within budget: the record is marked
 ``over budget`` with the numbers, never shipped silently.
 
-- which builds: ONNX Runtime ``int8`` (static QDQ) and LiteRT ``int8`` go through the loop;
-  ONNX Runtime ``qdq`` / ``dynamic_int8`` and LiteRT ``dynamic_int8`` are validated and marked
-  only (their layers cannot be kept float here); TensorRT is not checked.
+- which builds: ONNX Runtime ``int8`` (static QDQ) and ``dynamic_int8`` and LiteRT ``int8`` go
+  through the loop; ONNX Runtime ``qdq`` (a QAT file passed through) and LiteRT ``dynamic_int8``
+  are validated and marked only (their layers cannot be kept float here); TensorRT is not
+  checked.
 - the drop: accuracy on the test split, in points, against the float model's test logits (the
   same number the table, the report and the gates show for a float baseline's artifacts; for a
   compressed chain it is the quantization's own drop, against the chain's float checkpoint).
@@ -37,9 +38,9 @@ if TYPE_CHECKING:
     from .recipe import QuantizeSection, Recipe
     from .state import ModelRun
 
-REBUILT = {("onnxruntime", "int8"), ("litert", "int8")}  # layers can be kept float
-CHECKED = REBUILT | {("onnxruntime", "qdq"), ("onnxruntime", "dynamic_int8")}
-CHECKED |= {("litert", "dynamic_int8")}
+# layers can be kept float
+REBUILT = {("onnxruntime", "int8"), ("onnxruntime", "dynamic_int8"), ("litert", "int8")}
+CHECKED = REBUILT | {("onnxruntime", "qdq"), ("litert", "dynamic_int8")}
 OVER_BUDGET = "over budget"
 
 

@@ -192,7 +192,7 @@ class OnnxRuntimeTarget:
             elif precision == "fp16":
                 built = self._fp16(fp32, Path(tmp) / dest.name)
             elif precision == "dynamic_int8":
-                built = self._dynamic_int8(fp32, Path(tmp) / dest.name, meta)
+                built = self._dynamic_int8(fp32, Path(tmp) / dest.name, meta, out_dir, name)
             else:
                 built = self._static_int8(fp32, Path(tmp) / dest.name, calib, meta, out_dir, name)
             write_onnx_meta(built, meta)
@@ -210,7 +210,10 @@ class OnnxRuntimeTarget:
             "disabled_optimizers",
         ):  # they do not change the file
             cfg.pop(load_time)
-        return cfg if precision == "int8" else {"optimization": cfg["optimization"]}
+        if precision == "int8":
+            return cfg
+        kept = {"exclude": list(cfg["exclude"])} if precision == "dynamic_int8" else {}
+        return {"optimization": cfg["optimization"], **({} if not cfg["exclude"] else kept)}
 
     def _float_onnx(
         self, art: Artifact, tmp: Path, meta: dict[str, Any], precision: str = "fp32"
@@ -255,14 +258,25 @@ class OnnxRuntimeTarget:
         onnx.save(proto, str(dest))
         return dest
 
-    def _dynamic_int8(self, fp32: Path, dest: Path, meta: dict[str, Any]) -> Path:
+    def _dynamic_int8(
+        self, fp32: Path, dest: Path, meta: dict[str, Any], out_dir: Path, name: str
+    ) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         short_tensor_names(fp32)
+        excluded = nodes_of_modules(fp32, self.cfg.exclude)
         with _quiet():
             quantize_dynamic(
-                str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=self.cfg.per_channel
+                str(fp32),
+                str(dest),
+                weight_type=QuantType.QInt8,
+                per_channel=self.cfg.per_channel,
+                nodes_to_exclude=excluded,
             )
+        # the float twin, with the same tensor names, for per-layer localisation of divergence
+        reference = out_dir / f"{name}.fp32-twin.onnx"
+        copy_onnx(fp32, reference)
+        meta["float_reference"] = reference.name
         meta["notes"] = _float_leftovers(dest)
         return dest
 

@@ -27,6 +27,16 @@ from ..validate import LayerDivergence, LocalisationReport, sqnr_db
 SQNR_CAP_DB = 60.0  # a tensor this clean (or exact, like the graph input) counts as clean
 
 
+NOT_FLOAT = (
+    "QuantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "Shape",
+    "Size",
+)
+
+
 def _expose_all(model_path: Path, dest: Path) -> list[str]:
     """Copy of the model with every float node output added as a graph output."""
     import onnx
@@ -36,12 +46,18 @@ def _expose_all(model_path: Path, dest: Path) -> list[str]:
     check_external_data(model_path)  # before onnx reads any external data file
     proto = onnx.load(str(model_path))
     present = {o.name for o in proto.graph.output}
+    # only float tensors: (dynamic) quantize, integer matmul / conv and shape ops yield others
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred}
+    except Exception:  # a contrib op shape inference does not know: fall back on the op types
+        types = {}
     names = [
         o
         for n in proto.graph.node
-        if n.op_type not in ("QuantizeLinear",)
+        if n.op_type not in NOT_FLOAT
         for o in n.output
-        if o and o not in present
+        if o and o not in present and types.get(o, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT
     ]
     for name in names:
         proto.graph.output.append(
