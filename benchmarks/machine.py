@@ -197,6 +197,18 @@ def measuring(
     return Measurement(script, argv, interval_s)
 
 
+def write_results(out: Path, title: str, measured: Measurement, body: Sequence[str]) -> str:
+    """``# title``, the header lines and ``body`` written atomically to ``out`` (its folder made
+    if needed), printed, and returned."""
+    from modelpress.fsutil import atomic_write_text
+
+    text = "\n".join([f"# {title}", "", *measured.header_lines(), "", *body, ""])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    print(text)
+    return text
+
+
 def library_versions(libraries: Sequence[str] = LIBRARIES) -> dict[str, str]:
     """Installed versions of ``libraries`` (package metadata); missing ones are left out."""
     versions = {}

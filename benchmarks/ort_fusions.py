@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from machine import measuring
+from machine import measuring, write_results
 from zoo_prune import interleaved_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,13 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, measuring(__file__, argv) as measured:
         kernels = kernel_rows(args.threads, args.rounds, args.min_seconds)
         models = model_rows(names, args.threads, args.rounds // 4, args.min_seconds, Path(tmp))
-    text = "\n".join(
+    write_results(
+        args.out,
+        "ONNX Runtime's SkipLayerNormFusion on this CPU: the fused kernel vs the nodes it replaces",
+        measured,
         [
-            "# ONNX Runtime's SkipLayerNormFusion on this CPU: the fused kernel vs the nodes it "
-            "replaces",
-            "",
-            *measured.header_lines(),
-            "",
             f"{args.threads} thread(s); every row of a table section timed interleaved with the "
             "others of its shape or model (ratios from the same moments, 95 % bootstrap "
             "intervals of the ratio of medians). Random weights: latency, not accuracy.",
@@ -200,12 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             "## Models (built by the onnxruntime target, loaded at optimisation level all)",
             "",
             *models,
-            "",
-        ]
+        ],
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import measuring
+from machine import measuring, write_results
 from zoo_prune import PRUNE, Row, build_variants, input_spec, interleaved_ms, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,12 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             table += rows[:cut]
             notes += rows[cut + 1 :]
             print("\n".join(rows[:cut]), flush=True)
-    text = "\n".join(
+    write_results(
+        args.out,
+        "Pruned CNNs at 224x224: how rounding kept channel counts changes their speed",
+        measured,
         [
-            "# Pruned CNNs at 224x224: how rounding kept channel counts changes their speed",
-            "",
-            *measured.header_lines(),
-            "",
             f"ONNX Runtime CPU, {args.threads} thread(s), batch 1; every row of a model timed "
             "interleaved with the others (ratios from the same moments, 95 % bootstrap "
             "intervals of the ratio of medians). Random weights: latency, not accuracy. "
@@ -144,12 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             "## Kept widths",
             "",
             *notes,
-            "",
-        ]
+        ],
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
     return 0
 
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from machine import measuring
+from machine import measuring, write_results
 from zoo_prune import interleaved_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, measuring(__file__, argv) as measured:
         rows = measure(args.rounds, args.min_seconds, Path(tmp))
-    text = "\n".join(
+    write_results(
+        args.out,
+        "GRU / LSTM on ONNX Runtime: fused op or unrolled cell, fp32 or int8",
+        measured,
         [
-            "# GRU / LSTM on ONNX Runtime: fused op or unrolled cell, fp32 or int8",
-            "",
-            *measured.header_lines(),
-            "",
             "One thread; per (model, size, batch) the five builds timed interleaved (95 % "
             "bootstrap interval of the ratio of medians). Random weights: latency, not "
             "accuracy. Ops: the recurrent and integer ops in the built graph.",
@@ -123,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             "/ p50 [95 % CI] | bytes | ops |",
             "|---|---|---:|---|---|---:|---:|---:|---|",
             *rows,
-            "",
-        ]
+        ],
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
     return 0
 
 

@@ -24,7 +24,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from machine import measuring
+from machine import measuring, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = 32
@@ -148,12 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run(recipe, out=work / "out", log=print)
         records = load_results(outcome.results_path).records
         recipe_shown = recipe.read_text()
-    text = "\n".join(
+    write_results(
+        args.out,
+        "The zoo, trained, through the int8 accuracy budget (`quantize: {max_drop: 0.5}`)",
+        measured,
         [
-            "# The zoo, trained, through the int8 accuracy budget (`quantize: {max_drop: 0.5}`)",
-            "",
-            *measured.header_lines(),
-            "",
             f"Trained here on digits resized to {IMAGE}x{IMAGE} (torch seed 0, "
             f"{args.epochs} epochs max, AdamW one-cycle, best val epoch kept):",
             "",
@@ -173,12 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             "in float (torch module paths) and the builds tried.",
             "",
             *rows_of(records),
-            "",
-        ]
+        ],
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
     return 0
 
 
