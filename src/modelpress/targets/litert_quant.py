@@ -144,6 +144,7 @@ def _pt2e(
         prepared(*args, **kwargs)
     converted = convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)
+    _one_reader_per_dequantize(converted)
     scheme = "per-channel" if per_channel else "per-tensor"
     quant = {
         "method": (
@@ -157,6 +158,33 @@ def _pt2e(
         **({"kept_float": list(exclude)} if exclude else {}),
     }
     return converted, QuantConfig(pt2e_quantizer=quantizer), quant
+
+
+def _one_reader_per_dequantize(graph_module: Any) -> int:
+    """Give every reader of a shared dequantize node its own copy (same arguments and meta).
+
+    litert-torch 0.10's layout pass (``OptimizeLayoutTransposesPass.insert_t_q_dq``) replaces a
+    dequantize node's meta when it puts a transpose after it for one reader, dropping its shape;
+    the next reader then fails with "Attempting to convert non-NHWC compatible node to NHWC:
+    dequantize_per_tensor_N" (MobileNetV2's residual adds: a block's output read by the add and
+    by the next block). One reader per node leaves nothing to clobber. Returns the copies made.
+    """
+    import copy
+
+    made = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or "dequantize" not in str(node.target):
+            continue
+        for reader in list(node.users)[1:]:
+            with graph_module.graph.inserting_after(node):
+                twin = graph_module.graph.call_function(node.target, node.args, node.kwargs)
+            twin.meta = copy.copy(node.meta)
+            reader.replace_input_with(node, twin)
+            made += 1
+    if made:
+        graph_module.graph.lint()
+        graph_module.recompile()
+    return made
 
 
 def _keep_float(quantizer: Any, model: nn.Module, exclude: tuple[str, ...]) -> list[str]:
