@@ -429,3 +429,28 @@ def test_int8_mobilenetv2_converts(tmp_path):
     art = target.build(ckpt, "int8", calib, tmp_path / "out")
     assert art.meta["precision"] == "int8"
     assert target.load(art).predict(calib[:2]).shape == (2, 10)
+
+
+@needs_litert
+def test_dynamic_int8_embedding_table_loads(tmp_path):
+    """litert-torch's dynamic int8 stores an embedding table with a non-zero zero point, which
+    LiteRT's EMBEDDING_LOOKUP refuses to prepare; the build re-quantizes it symmetric."""
+    pytest.importorskip("transformers", reason="the zoo needs the tflite extra (transformers)")
+    from modelpress.factory import allow_factory, build_from_factory
+    from modelpress.model_io import adapt_output
+
+    allow_factory("zoo_nets:build_bert")
+    torch.manual_seed(0)
+    model = adapt_output(build_from_factory("zoo_nets:build_bert", {}), "logits").eval()
+    spec = InputSpec("tokens", (16,), "int64")
+    ckpt = save_checkpoint(
+        tmp_path / "b.safetensors", model, input_spec=spec, labels=["0", "1"], preprocessing={}
+    )
+    art = LiteRTTarget().build(ckpt, "dynamic_int8", None, tmp_path / "out")
+    notes = art.meta["quantization"]["notes"]
+    assert any("re-quantized with zero point 0" in n for n in notes), notes
+    x = np.random.default_rng(0).integers(1, 60, (4, 16))
+    out = LiteRTTarget().load(art).predict(x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()

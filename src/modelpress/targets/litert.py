@@ -223,6 +223,8 @@ class LiteRTTarget:
             exclude=cfg.exclude,
         )
         model_bytes, io = litert_quant.set_interface(model_bytes, float_io=not cfg.int8_io)
+        model_bytes, tables = litert_quant.symmetric_embedding_tables(model_bytes)
+        quant["notes"] = [*quant.get("notes", []), *tables]
         quant["float_ops"] = litert_quant.float_ops(model_bytes) if precision == "int8" else {}
         quant["weight_bytes"] = litert_quant.weight_bytes(model_bytes)
         build_cfg = {

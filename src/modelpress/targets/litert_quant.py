@@ -4,6 +4,7 @@
 - :func:`set_interface`: float32 input/output around a full-integer graph (or keep int8);
 - :func:`float_ops`: the ops a quantized graph still computes in float;
 - :func:`weight_bytes`: bytes of constants by dtype (int8, float16, float32);
+- :func:`symmetric_embedding_tables`: int8 embedding tables re-quantized with zero point 0;
 
 >>> data, quant = convert(model, spec, "int8", data.calibration(256))   # doctest: +SKIP
 """
@@ -373,6 +374,47 @@ def _opcode_index(model: Any, code: int, version: int) -> int:
     oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), version
     model.operatorCodes.append(oc)
     return len(model.operatorCodes) - 1
+
+
+def symmetric_embedding_tables(data: bytes) -> tuple[bytes, list[str]]:
+    """Give every int8 EMBEDDING_LOOKUP table zero point 0; returns the bytes and a note per table.
+
+    litert-torch 0.10's dynamic int8 stores an embedding table per-tensor asymmetric (zero point
+    -6 on a BERT's), which LiteRT's EMBEDDING_LOOKUP refuses when the interpreter prepares
+    ("qparams->zero_point->data[0] == 0 was not true"). Centred values ``q - zp`` that fit in
+    [-127, 127] keep their scale and lose nothing; wider ones are scaled into that range (at most
+    half a step of the old scale more rounding error).
+    """
+    import numpy as np
+
+    model = _read(data)
+    graph, names = model.subgraphs[0], _op_names()
+    int8 = _fb().TensorType.INT8
+    notes = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "EMBEDDING_LOOKUP":
+            continue
+        table = graph.tensors[op.inputs[1]]
+        q, buf = table.quantization, model.buffers[table.buffer]
+        if table.type != int8 or q is None or q.zeroPoint is None or buf.data is None:
+            continue
+        zeros = np.asarray(q.zeroPoint, dtype=np.int64)
+        if len(zeros) != 1 or zeros[0] == 0:
+            continue  # per-channel tables come symmetric; zero point 0 needs nothing
+        centred = np.asarray(buf.data, dtype=np.uint8).view(np.int8).astype(np.int64) - zeros[0]
+        peak = max(int(np.abs(centred).max()), 1)
+        factor = min(1.0, 127.0 / peak)
+        values = np.clip(np.round(centred * factor), -127, 127).astype(np.int8)
+        buf.data = values.view(np.uint8)
+        q.scale = np.asarray([float(q.scale[0]) / factor], dtype=np.float32)
+        q.zeroPoint = np.asarray([0], dtype=np.int64)
+        name = table.name.decode() if isinstance(table.name, bytes) else str(table.name)
+        notes.append(
+            f"embedding table {name} re-quantized with zero point 0 (was {int(zeros[0])}; "
+            + ("exact)" if factor == 1.0 else f"values scaled by {factor:.3f})")
+        )
+    return (_pack(model), notes) if notes else (data, notes)
 
 
 def weight_bytes(data: bytes) -> dict[str, int]:
