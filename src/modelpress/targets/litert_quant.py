@@ -133,10 +133,12 @@ def _pt2e(
         config = _minmax_activations(config)
     quantizer = PT2EQuantizer().set_global(config)
     notes = _keep_float(quantizer, model, exclude)
+    static_ops = [*PT2EQuantizer.STATIC_OPS, _register_pad_annotator()]
     if not dynamic and any(isinstance(m, nn.GRU) for m in model.modules()):
         # its GRU annotator expects an explicit initial state (gru(x, h0)); ours pass none
-        quantizer.STATIC_OPS = [op for op in PT2EQuantizer.STATIC_OPS if op != "gru_io_only"]
+        static_ops.remove("gru_io_only")
         notes.append("nn.GRU kept in float: litert-torch's GRU annotator needs an explicit h0")
+    quantizer.STATIC_OPS = static_ops
     feed = functools.partial(example_inputs, model, spec)
     prepared, calib_batch = _prepare(model, spec, example, quantizer, prepare_pt2e, batch)
     samples = calib if calib is not None else example.numpy()
@@ -159,6 +161,61 @@ def _pt2e(
         **({"kept_float": list(exclude)} if exclude else {}),
     }
     return converted, QuantConfig(pt2e_quantizer=quantizer), quant
+
+
+PAD_ANNOTATOR = "modelpress_constant_pad"
+
+
+def _register_pad_annotator() -> str:
+    """Register :func:`_annotate_constant_pads` in litert-torch's annotator table (its
+    ``register_annotator`` extension point) and return its name for ``STATIC_OPS``."""
+    from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
+
+    OP_TO_ANNOTATOR.setdefault(PAD_ANNOTATOR, _annotate_constant_pads)
+    return PAD_ANNOTATOR
+
+
+def _annotate_constant_pads(graph_module: Any, config: Any, filter_fn: Any = None) -> list:
+    """Zero padding in int8: its input quantized as an activation, its output sharing those
+    parameters (symmetric int8 has zero point 0, so the padded zeros are exact).
+
+    litert-torch 0.10's quantizer annotates no pad, so an explicit pad (transformers'
+    MobileNetV2 pads TF-style before every strided depthwise conv) stayed float between a
+    dequantize and a quantize, and its layout pass wrapped each in transposes: MobileNetV2 int8
+    ran 0.91x its fp32 speed with 58 TRANSPOSE ops (benchmarks/results/zoo_litert.md)."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    if config is None or config.input_activation is None:
+        return []
+    pads = (torch.ops.aten.constant_pad_nd.default, torch.ops.aten.pad.default)
+    annotated = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or node.target not in pads:
+            continue
+        if filter_fn is not None and not filter_fn(node):
+            continue
+        ann = node.meta.get("quantization_annotation")
+        if ann is not None and ann._annotated:
+            continue
+        mode, value = _pad_mode_and_value(node)
+        if mode != "constant" or value not in (None, 0, 0.0):
+            continue
+        source = node.args[0]
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={source: config.input_activation},
+            output_qspec=SharedQuantizationSpec((source, node)),
+            _annotated=True,
+        )
+        annotated.append([node])
+    return annotated
+
+
+def _pad_mode_and_value(node: Any) -> tuple[str, Any]:
+    if node.target == torch.ops.aten.constant_pad_nd.default:
+        return "constant", node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    return mode, value
 
 
 def _one_reader_per_dequantize(graph_module: Any) -> int:
