@@ -112,8 +112,22 @@ def test_benchmark_scripts_write_their_files_with_the_header_and_no_adjectives()
         source = script.read_text()
         if "benchmarks/results/" not in source and '"results"' not in source:
             continue  # not a results writer
-        assert "measuring(" in source and "header_lines()" in source, script.name
+        assert "measuring(" in source, script.name
         assert '"--out"' in source, script.name
-        assert "atomic_write_text(" in source, script.name
+        # machine.write_results writes the header and the file atomically
+        writes = "header_lines()" in source and "atomic_write_text(" in source
+        assert writes or "write_results(" in source, script.name
         for phrase in ("quiet", "shared with other jobs", "no other jobs"):
             assert phrase not in source.lower(), (script.name, phrase)
+
+
+def test_write_results_puts_title_header_and_body_in_one_file(tmp_path, capsys):
+    with machine.measuring("/somewhere/benchmarks/x.py", ["--fast"], 0.05) as m:
+        pass
+    out = tmp_path / "deep" / "x.md"
+    text = machine.write_results(out, "Title", m, ["| a |", "| b |"])
+    assert out.read_text() == text and text.endswith("| b |\n")
+    lines = text.splitlines()
+    assert lines[0] == "# Title" and lines[2] == "- Command: `python benchmarks/x.py --fast`"
+    assert lines[-3:] == ["", "| a |", "| b |"] and "# Title" in capsys.readouterr().out
+    assert not list(out.parent.glob("*.tmp*"))  # written atomically, nothing left beside it
