@@ -47,17 +47,6 @@ def profile(path: Path, x: np.ndarray, runs: int, work: Path) -> dict[str, tuple
         disabled_optimizers=list(tgt.cfg.disabled_optimizers),
     )
     feed = {session.get_inputs()[0].name: x}
-    for _ in range(3):
-        session.run(None, feed)
-    trace = Path(session.end_profiling())  # the warm-up calls go to their own file
-    trace.unlink()
-    opts.profile_file_prefix = str(work / "measured")
-    session = ort.InferenceSession(
-        str(path),
-        opts,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(tgt.cfg.disabled_optimizers),
-    )
     for _ in range(3 + runs):
         session.run(None, feed)
     trace = Path(session.end_profiling())
