@@ -91,7 +91,8 @@ class OrtConfig:
     # graph optimisers ORT must not apply at load time. SkipLayerNormFusion: ORT 1.32's CPU
     # SkipLayerNormalization kernel is ~3x slower than the Add + LayerNormalization it replaces
     # (0.25 vs 0.08 ms at 128x256, one thread); unfused, BERT-mini runs 1.15x (fp32) and 1.28x
-    # (dynamic int8) faster (benchmarks/results/ort_fusions.md). [] keeps every optimiser.
+    # (dynamic int8) faster (benchmarks/results/ort_fusions.md). [] keeps every optimiser. ORT
+    # ignores a name it does not know without a word: spell them as its optimizer classes do.
     disabled_optimizers: tuple[str, ...] = ("SkipLayerNormFusion",)
 
     def __post_init__(self) -> None:
