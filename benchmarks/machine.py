@@ -197,6 +197,16 @@ def measuring(
     return Measurement(script, argv, interval_s)
 
 
+def model_names(parser, text: str, known) -> list[str]:
+    """The comma list ``text`` of model names, or ``parser.error`` (one line, exit 2) naming the
+    unknown ones and the choices."""
+    names = [n for n in text.split(",") if n]
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        parser.error(f"unknown or no model(s) {unknown}; choose from {', '.join(known)}")
+    return names
+
+
 def write_results(out: Path, title: str, measured: Measurement, body: Sequence[str]) -> str:
     """``# title``, the header lines and ``body`` written atomically to ``out`` (its folder made
     if needed), printed, and returned."""

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from machine import measuring, write_results
+from machine import measuring, model_names, write_results
 from zoo_prune import interleaved_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-seconds", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ort_fusions.md")
     args = p.parse_args(argv)
-    names = [n for n in args.models.split(",") if n]
+    import zoo
+
+    names = model_names(p, args.models, zoo.MODELS)
     from modelpress.factory import add_factory_folder
 
     add_factory_folder(ROOT / "tests")  # zoo_nets lives beside the tests

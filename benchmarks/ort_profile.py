@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from machine import measuring, write_results
+from machine import measuring, model_names, write_results
 from zoo_prune import Row, build_variants, interleaved_ms, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ort_profile.md")
     args = p.parse_args(argv)
+    import zoo
+
+    names = model_names(p, args.models, zoo.MODELS)
     from modelpress.factory import add_factory_folder
 
     add_factory_folder(ROOT / "tests")  # zoo_nets lives beside the tests
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, measuring(__file__, argv) as measured:
-        for name in [n for n in args.models.split(",") if n]:
+        for name in names:
             rows += model_rows(name, args.runs, args.top, Path(tmp))
             print("\n".join(rows), flush=True)
     write_results(

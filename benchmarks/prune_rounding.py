@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import measuring, write_results
+from machine import measuring, model_names, write_results
 from zoo_prune import PRUNE, Row, build_variants, input_spec, interleaved_ms, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,12 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-seconds", type=float, default=15.0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/prune_rounding.md")
     args = p.parse_args(argv)
+    import zoo
+
+    names = model_names(p, args.models, zoo.MODELS)
     from modelpress.factory import add_factory_folder
 
     add_factory_folder(ROOT / "tests")  # zoo_nets lives beside the tests
     table, notes = [], []
     with tempfile.TemporaryDirectory() as tmp, measuring(__file__, argv) as measured:
-        for name in [n for n in args.models.split(",") if n]:
+        for name in names:
             got = measure(name, args.threads, args.rounds, args.min_seconds, Path(tmp))
             rows = rows_of(name, *got)
             cut = rows.index("")
