@@ -27,6 +27,7 @@ from ..data.base import InputSpec
 from ..errors import BuildError, ModelPressError, one_line
 from ..export import deployment_meta, dynamic_shapes, example_inputs
 from ..quiet import quiet
+from . import litert_annotators, litert_layout
 
 QUANTIZE, DEQUANTIZE = "QUANTIZE", "DEQUANTIZE"
 INT_TYPES = ("INT8", "UINT8", "INT16")
@@ -68,6 +69,9 @@ def convert(
                 model, kwargs["quant_config"], quant = _pt2e(
                     model, spec, args[0], precision, calib, per_channel, batch, observer, exclude
                 )
+            layout = litert_layout.register()
+            if layout:
+                quant.setdefault("notes", []).append(layout)
             edge = litert_torch.convert(model, args, sample_kwargs=sample_kwargs or None, **kwargs)
             data = bytes(edge.model_content())
     except ModelPressError:
@@ -133,7 +137,7 @@ def _pt2e(
         config = _minmax_activations(config)
     quantizer = PT2EQuantizer().set_global(config)
     notes = _keep_float(quantizer, model, exclude)
-    static_ops = [*PT2EQuantizer.STATIC_OPS, _register_pad_annotator()]
+    static_ops = litert_annotators.static_ops(PT2EQuantizer.STATIC_OPS)
     if not dynamic and any(isinstance(m, nn.GRU) for m in model.modules()):
         # its GRU annotator expects an explicit initial state (gru(x, h0)); ours pass none
         static_ops.remove("gru_io_only")
@@ -161,61 +165,6 @@ def _pt2e(
         **({"kept_float": list(exclude)} if exclude else {}),
     }
     return converted, QuantConfig(pt2e_quantizer=quantizer), quant
-
-
-PAD_ANNOTATOR = "modelpress_constant_pad"
-
-
-def _register_pad_annotator() -> str:
-    """Register :func:`_annotate_constant_pads` in litert-torch's annotator table (its
-    ``register_annotator`` extension point) and return its name for ``STATIC_OPS``."""
-    from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
-
-    OP_TO_ANNOTATOR.setdefault(PAD_ANNOTATOR, _annotate_constant_pads)
-    return PAD_ANNOTATOR
-
-
-def _annotate_constant_pads(graph_module: Any, config: Any, filter_fn: Any = None) -> list:
-    """Zero padding in int8: its input quantized as an activation, its output sharing those
-    parameters (symmetric int8 has zero point 0, so the padded zeros are exact).
-
-    litert-torch 0.10's quantizer annotates no pad, so an explicit pad (transformers'
-    MobileNetV2 pads TF-style before every strided depthwise conv) stayed float between a
-    dequantize and a quantize, and its layout pass wrapped each in transposes: MobileNetV2 int8
-    ran 0.91x its fp32 speed with 58 TRANSPOSE ops (benchmarks/results/zoo_litert.md)."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
-
-    if config is None or config.input_activation is None:
-        return []
-    pads = (torch.ops.aten.constant_pad_nd.default, torch.ops.aten.pad.default)
-    annotated = []
-    for node in graph_module.graph.nodes:
-        if node.op != "call_function" or node.target not in pads:
-            continue
-        if filter_fn is not None and not filter_fn(node):
-            continue
-        ann = node.meta.get("quantization_annotation")
-        if ann is not None and ann._annotated:
-            continue
-        mode, value = _pad_mode_and_value(node)
-        if mode != "constant" or value not in (None, 0, 0.0):
-            continue
-        source = node.args[0]
-        node.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map={source: config.input_activation},
-            output_qspec=SharedQuantizationSpec((source, node)),
-            _annotated=True,
-        )
-        annotated.append([node])
-    return annotated
-
-
-def _pad_mode_and_value(node: Any) -> tuple[str, Any]:
-    if node.target == torch.ops.aten.constant_pad_nd.default:
-        return "constant", node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
-    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
-    return mode, value
 
 
 def _one_reader_per_dequantize(graph_module: Any) -> int:
@@ -270,6 +219,7 @@ def _keep_float(quantizer: Any, model: nn.Module, exclude: tuple[str, ...]) -> l
             paths = [str(v[0]) for v in (node.meta.get("nn_module_stack") or {}).values()]
             if any(p == m or p.startswith(f"{m}.") for p in paths for m in exclude):
                 node.meta.pop("quantization_annotation", None)
+        litert_annotators.drop_stale(graph)
         return graph
 
     quantizer.annotate = annotate_but_excluded
@@ -293,11 +243,19 @@ def _prepare(
         args, kwargs = example_inputs(model, spec, two)
         shapes = dynamic_shapes(model, spec, args, kwargs, dim)
         graph = torch.export.export(model, args, kwargs, dynamic_shapes=shapes).module()
-        return prepare_pt2e(graph, quantizer), CALIB_BATCH
+        return prepare_pt2e(_for_int8(graph, quantizer), quantizer), CALIB_BATCH
     except Exception:  # a model whose graph needs a static batch: calibrate at that batch
         args, kwargs = example_inputs(model, spec, x)
         graph = torch.export.export(model, args, kwargs).module()
-        return prepare_pt2e(graph, quantizer), batch
+        return prepare_pt2e(_for_int8(graph, quantizer), quantizer), batch
+
+
+def _for_int8(graph: Any, quantizer: Any) -> Any:
+    """The exported graph with ops that have no int8 TFLite kernel rewritten into ones that do
+    (static int8 only: dynamic int8 quantizes weights alone)."""
+    if quantizer.global_config is not None and quantizer.global_config.input_activation:
+        litert_annotators.hard_activations_as_int8_ops(graph)
+    return graph
 
 
 def _chunks(x: np.ndarray, batch: int, fixed: bool) -> Iterator[np.ndarray]:
