@@ -4,10 +4,12 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelpress.artifact import Artifact
 from modelpress.errors import ConfigError
-from modelpress.measure.bench import BenchJob, BenchSettings, benchmark, main
+from modelpress.measure.bench import BenchJob, BenchSettings, benchmark, main, parse_slowdown
 from modelpress.measure.results import load_results, save_results
 from modelpress.measure.worker import fast_call, latency_entry, run_bench, slowed, time_calls
 from modelpress.models import MODELS
@@ -187,3 +189,40 @@ def test_cli_builds_measures_reports_and_gates(checkpoints, tmp_path):
         )
     )
     assert gate_main([str(out), "--policy", str(policy), "--quiet"]) == 0
+
+
+@pytest.mark.skipif(not HAS_ORT_TARGET, reason="the onnxruntime target is not in this tree yet")
+def test_cli_marks_an_int8_made_slower_than_its_fp32(checkpoints, tmp_path, capsys):
+    """The marks of a run apply to ``modelpress bench`` too: int8 made four times slower
+    (``--inject-slowdown int8=3``) is marked ``slower than fp32``; fp32 is not."""
+    art, _ = checkpoints["resnet8"]
+    out = tmp_path / "results.json"
+    argv = [str(art.path), "--targets", "onnxruntime", "--precisions", "fp32,int8"]
+    argv += ["--min-calls", "20", "--min-seconds", "0.1", "--threads", "1", "--no-validate"]
+    assert main([*argv, "--inject-slowdown", "int8=3", "--out", str(out)]) == 0
+    marks = {r.precision: r.marks for r in load_results(out).records}
+    assert marks == {"fp32": [], "int8": ["slower than fp32"]}, marks
+    assert "slower than fp32" in capsys.readouterr().out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["fp32", "int8", "fp16", "dynamic_int8"]),
+        st.floats(0.0, 10.0, allow_nan=False),
+        min_size=1,
+    )
+)
+def test_inject_slowdown_parses_what_it_prints(per_precision):
+    text = ",".join(f"{k}={v!r}" for k, v in per_precision.items())
+    assert parse_slowdown(text) == per_precision
+    assert parse_slowdown("0.25") == {"*": 0.25}
+
+
+@pytest.mark.parametrize("text", ["fast", "int8=", "int8=-1", "int8=11", "nan", "int8=1,int8=2"])
+def test_inject_slowdown_refuses_bad_values_in_one_line(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        parse_slowdown(text)
+    assert "\n" not in str(info.value) and text.split(",")[0].split("=")[0] in str(info.value)

@@ -145,7 +145,7 @@ def test_crafted_model_names_never_write_outside_the_out_folder(
         assert saved.path.parent == out / "pass"
     args = argparse.Namespace(
         checkpoints=[ckpt.path], threads=None, no_validate=False, targets="onnxruntime",
-        precisions="fp32", inject_slowdown=0.0,
+        precisions="fp32", inject_slowdown={},
     )  # fmt: skip
     (job,) = jobs_from_args(args, out / "bench")
     assert job.build_dir.resolve().is_relative_to((out / "bench").resolve())

@@ -467,11 +467,34 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--inject-slowdown",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="make every timed call this much slower (0.25 = 25 %%): checks that a gate fires",
+        type=parse_slowdown,
+        default={},
+        metavar="FRACTION|PRECISION=FRACTION,...",
+        help="make timed calls this much slower (0.25 = 25 %%), every one or those of the named "
+        "precisions (int8=3): checks that a gate, or the 'slower than fp32' mark, fires",
     )
+
+
+def parse_slowdown(text: str) -> dict[str, float]:
+    """``--inject-slowdown``: ``"0.25"`` -> every precision (key ``"*"``); ``"int8=3,fp16=0.5"``
+    -> those precisions only. Each fraction is in [0, 10]; a bad one is an argparse error."""
+    out: dict[str, float] = {}
+    for item in _csv(text) or [""]:
+        name, _, value = item.rpartition("=")
+        name = name.strip() or "*"
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = float("nan")
+        if not 0.0 <= fraction <= 10.0:  # also false for nan
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected a fraction in [0, 10] (0.25 = 25 % slower), alone or as "
+                "precision=fraction, e.g. 0.25 or int8=3,fp16=0.5"
+            )
+        if name in out:
+            raise argparse.ArgumentTypeError(f"{name!r} is given twice in {text!r}")
+        out[name] = fraction
+    return out
 
 
 def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
@@ -499,7 +522,7 @@ def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
                         build=True,
                         build_dir=out,
                         reference_logits=ref,
-                        slowdown=a.inject_slowdown,
+                        slowdown=a.inject_slowdown.get(precision, a.inject_slowdown.get("*", 0.0)),
                     )
                 )
     return jobs

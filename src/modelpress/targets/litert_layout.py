@@ -5,8 +5,9 @@ rewriter for into NHWC; an op without one keeps NCHW and gets a TRANSPOSE before
 ``aten.constant_pad_nd`` has none, so transformers' MobileNetV2 (a TF-style pad before every
 strided depthwise conv) had 17 pads each between two transposes, at fp32 and at int8. With the
 rewriter below the pads are NHWC, the converter folds them into the convolutions, and one
-TRANSPOSE (the input's) is left: MobileNetV2 at 224x224, batch 1, one thread, fp32 12.05 ->
-10.43 ms and int8 12.48 -> 7.16 ms (probe on this VM; the zoo benchmark has the same-run ratios).
+TRANSPOSE (the input's) is left. With the int8 annotations of :mod:`.litert_annotators`,
+MobileNetV2 at LiteRT int8 went from 1.02x to 1.51x its fp32 speed (224x224, batch 1, one
+thread; benchmarks/results/zoo_litert.md).
 
 :func:`register` adds it to the pass's rewriter registry (``layout_rewrite.rewriters``, the
 table the pass looks ops up in); where a litert-torch release moved that table it returns a
