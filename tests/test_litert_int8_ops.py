@@ -164,3 +164,38 @@ def test_hard_activations_are_rewritten_into_the_same_function():
     assert torch.ops.aten.hardsigmoid.default not in targets
     with torch.no_grad():
         torch.testing.assert_close(graph(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_litert
+def test_int8_gru_is_unrolled_so_that_its_cell_is_int8(tmp_path):
+    """litert-torch's quantizer leaves nn.GRU float; ``rnn: auto`` unrolls it into Linear layers
+    for int8 builds, so its per-step FULLY_CONNECTED ops are int8 (``rnn: native`` keeps them
+    float) and the fp32 build keeps the native layer."""
+    from modelpress.checkpoint import save_checkpoint
+    from modelpress.errors import ConfigError
+    from modelpress.models import create_model
+
+    spec = InputSpec("sequence", (6, 8), "float32")
+    torch.manual_seed(0)
+    model = create_model("gru", input_spec=spec, num_classes=10, hidden_size=16).eval()
+    ckpt = save_checkpoint(
+        tmp_path / "gru.safetensors", model, input_spec=spec,
+        labels=[str(i) for i in range(10)], preprocessing={},
+    )  # fmt: skip
+    calib = np.random.default_rng(0).standard_normal((32, 6, 8), dtype=np.float32)
+    built = {}
+    for rnn in ("auto", "native"):
+        target = LiteRTTarget(observer="minmax", rnn=rnn)
+        built[rnn] = target.build(ckpt, "int8", calib, tmp_path / rnn)
+    auto, native = (built[k].meta for k in ("auto", "native"))
+    assert auto["build"]["rnn"] == "unrolled" and native["build"]["rnn"] == "native"
+    assert "FULLY_CONNECTED" not in auto["quantization"]["float_ops"], auto["quantization"]
+    assert "FULLY_CONNECTED" in native["quantization"]["float_ops"], native["quantization"]
+    fp32 = LiteRTTarget().build(ckpt, "fp32", None, tmp_path / "fp32")
+    assert fp32.meta["build"]["rnn"] == "native"
+    with torch.no_grad():
+        ref = model(torch.from_numpy(calib[:8])).numpy()
+    out = LiteRTTarget().load(built["auto"]).predict(calib[:8])
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+    with pytest.raises(ConfigError, match="rnn must be auto, native or unrolled"):
+        LiteRTTarget(rnn="fused")

@@ -66,6 +66,10 @@ class LiteRTConfig:
     observer: str = "histogram"
     # int8 / dynamic_int8: torch module paths kept in float (litert-torch's per-module config)
     exclude: tuple[str, ...] = ()
+    # GRU/LSTM: auto = unrolled into Linear layers for int8 / dynamic_int8 builds (litert-torch's
+    # quantizer leaves nn.GRU / nn.LSTM float: its GRU annotator needs an explicit h0), native
+    # otherwise (litert-torch lowers them to the same per-step ops: fp32 is the same either way)
+    rnn: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -79,10 +83,24 @@ class LiteRTConfig:
             raise ConfigError(
                 f"litert observer {self.observer!r} is unknown; choose one of {OBSERVERS}"
             )
+        if self.rnn not in ("auto", "native", "unrolled"):
+            raise ConfigError(f"litert rnn must be auto, native or unrolled, got {self.rnn!r}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(
                 f"litert runtime {self.runtime!r} is unknown; choose one of {RUNTIMES}"
             )
+
+
+def _rnn_form(model: Any, precision: str, rnn: str) -> tuple[Any, str]:
+    """``model`` with its GRU/LSTM layers unrolled when ``rnn`` asks for it (``auto``: for int8
+    and dynamic_int8), and the form built: ``"unrolled"``, ``"native"`` or ``""`` (no RNN)."""
+    from ..rnn_unroll import has_rnn, unroll_rnns
+
+    if not has_rnn(model):
+        return model, ""
+    if rnn == "unrolled" or (rnn == "auto" and "int8" in precision):
+        return unroll_rnns(model), "unrolled"
+    return model, "native"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +230,9 @@ class LiteRTTarget:
         spec = ckpt.input_spec
         calib = self._check_calib(precision, calib, spec)
         cfg = self.config
+        model, rnn = _rnn_form(ckpt.model, precision, cfg.rnn)
         model_bytes, quant = litert_quant.convert(
-            ckpt.model,
+            model,
             spec,
             precision,
             calib,
@@ -234,6 +253,7 @@ class LiteRTTarget:
             "per_channel": cfg.per_channel,
             **({"observer": cfg.observer} if cfg.observer != "histogram" else {}),
             **({"exclude": list(cfg.exclude)} if cfg.exclude and "int8" in precision else {}),
+            **({"rnn": rnn} if rnn else {}),
             "calib": _array_digest(calib) if calib is not None else None,
         }
         art_id = stage_id(art.id, self.name, build_cfg)
