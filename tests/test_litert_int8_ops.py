@@ -172,7 +172,7 @@ def test_int8_gru_is_unrolled_so_that_its_cell_is_int8(tmp_path):
     for int8 builds, so its per-step FULLY_CONNECTED ops are int8 (``rnn: native`` keeps them
     float) and the fp32 build keeps the native layer."""
     from modelpress.checkpoint import save_checkpoint
-    from modelpress.errors import ConfigError
+    from modelpress.errors import BuildError, ConfigError
     from modelpress.models import create_model
 
     spec = InputSpec("sequence", (6, 8), "float32")
@@ -199,3 +199,6 @@ def test_int8_gru_is_unrolled_so_that_its_cell_is_int8(tmp_path):
     assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
     with pytest.raises(ConfigError, match="rnn must be auto, native or unrolled"):
         LiteRTTarget(rnn="fused")
+    with pytest.raises(BuildError, match="dynamic_int8 of an unrolled GRU/LSTM does not load"):
+        LiteRTTarget(rnn="unrolled").build(ckpt, "dynamic_int8", None, tmp_path / "dyn")
+    assert not (tmp_path / "dyn").exists() or not any((tmp_path / "dyn").iterdir())

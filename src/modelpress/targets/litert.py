@@ -41,7 +41,7 @@ from ..artifact import Artifact, stage_id
 from ..data.base import InputSpec
 from ..devices.runner import decode as decode_output  # one (de)quantization on every device
 from ..devices.runner import encode, fixed_batch_logits
-from ..errors import ArtifactError, ConfigError, one_line
+from ..errors import ArtifactError, BuildError, ConfigError, one_line
 from ..feeds import numpy_feeds
 from ..quiet import quiet
 from .base import Availability, Runner, TargetInfo, check_build, safe_stem
@@ -66,9 +66,11 @@ class LiteRTConfig:
     observer: str = "histogram"
     # int8 / dynamic_int8: torch module paths kept in float (litert-torch's per-module config)
     exclude: tuple[str, ...] = ()
-    # GRU/LSTM: auto = unrolled into Linear layers for int8 / dynamic_int8 builds (litert-torch's
-    # quantizer leaves nn.GRU / nn.LSTM float: its GRU annotator needs an explicit h0), native
-    # otherwise (litert-torch lowers them to the same per-step ops: fp32 is the same either way)
+    # GRU/LSTM: auto = unrolled into Linear layers for int8 builds (litert-torch's quantizer
+    # leaves nn.GRU / nn.LSTM float: its GRU annotator needs an explicit h0), native otherwise
+    # (litert-torch lowers them to the same per-step ops: fp32 is the same either way). An
+    # unrolled dynamic_int8 graph does not load in LiteRT 2.3 (a FULLY_CONNECTED with int8 input
+    # and float output): refused at build time
     rnn: str = "auto"
 
     def __post_init__(self) -> None:
@@ -92,13 +94,19 @@ class LiteRTConfig:
 
 
 def _rnn_form(model: Any, precision: str, rnn: str) -> tuple[Any, str]:
-    """``model`` with its GRU/LSTM layers unrolled when ``rnn`` asks for it (``auto``: for int8
-    and dynamic_int8), and the form built: ``"unrolled"``, ``"native"`` or ``""`` (no RNN)."""
+    """``model`` with its GRU/LSTM layers unrolled when ``rnn`` asks for it (``auto``: for
+    int8), and the form built: ``"unrolled"``, ``"native"`` or ``""`` (no RNN)."""
     from ..rnn_unroll import has_rnn, unroll_rnns
 
     if not has_rnn(model):
         return model, ""
-    if rnn == "unrolled" or (rnn == "auto" and "int8" in precision):
+    if rnn == "unrolled" and precision == "dynamic_int8":
+        raise BuildError(
+            "litert dynamic_int8 of an unrolled GRU/LSTM does not load in LiteRT (its "
+            "FULLY_CONNECTED takes int8 in and float out); use rnn: native (or auto) for "
+            "dynamic_int8, or int8"
+        )
+    if rnn == "unrolled" or (rnn == "auto" and precision == "int8"):
         return unroll_rnns(model), "unrolled"
     return model, "native"
 
