@@ -12,7 +12,7 @@ interleaved on one thread; ratios are to fp32 native.
 LiteRT (``--runtimes onnxruntime,litert``): the litert target's builds at each batch (its graphs
 have a fixed batch): fp32 native, dynamic_int8 native (an unrolled one does not load in LiteRT
 2.3), int8 native (litert-torch's quantizer leaves the recurrent cell float) and int8 unrolled
-(``rnn: unrolled``, what ``rnn: auto`` builds for int8),
+(``rnn: unrolled``; ``auto`` is native on LiteRT),
 timed interleaved with ORT's fp32 native build: ratios to LiteRT fp32 and to ORT fp32.
 
     .venv/bin/python benchmarks/rnn_int8.py [--rounds 200] [--min-seconds 8] \\

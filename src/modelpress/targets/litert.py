@@ -50,6 +50,7 @@ from .litert_meta import read_meta, write_with_meta
 RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
 OBSERVERS = ("histogram", "minmax")
 EXTRA = "tflite"
+CONVERSION = 2  # see build(): part of every artifact's id
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,11 @@ class LiteRTConfig:
     observer: str = "histogram"
     # int8 / dynamic_int8: torch module paths kept in float (litert-torch's per-module config)
     exclude: tuple[str, ...] = ()
-    # GRU/LSTM: auto = unrolled into Linear layers for int8 builds (litert-torch's quantizer
-    # leaves nn.GRU / nn.LSTM float: its GRU annotator needs an explicit h0), native otherwise
-    # (litert-torch lowers them to the same per-step ops: fp32 is the same either way). An
-    # unrolled dynamic_int8 graph does not load in LiteRT 2.3 (a FULLY_CONNECTED with int8 input
-    # and float output): refused at build time
+    # GRU/LSTM: unrolled = Linear layers (rnn_unroll.py), so that int8 quantizes the cell
+    # (litert-torch's quantizer leaves nn.GRU / nn.LSTM float): 2.5-3.7x faster than fp32 at
+    # hidden 256, but slower at hidden 64, batch 1, and the file is not smaller (per-step biases
+    # and quantization parameters; benchmarks/results/rnn_int8.md). auto = native. An unrolled
+    # dynamic_int8 graph does not load in LiteRT 2.3: refused at build time
     rnn: str = "auto"
 
     def __post_init__(self) -> None:
@@ -94,8 +95,8 @@ class LiteRTConfig:
 
 
 def _rnn_form(model: Any, precision: str, rnn: str) -> tuple[Any, str]:
-    """``model`` with its GRU/LSTM layers unrolled when ``rnn`` asks for it (``auto``: for
-    int8), and the form built: ``"unrolled"``, ``"native"`` or ``""`` (no RNN)."""
+    """``model`` with its GRU/LSTM layers unrolled when ``rnn`` is ``unrolled`` (``auto`` keeps
+    them native), and the form built: ``"unrolled"``, ``"native"`` or ``""`` (no RNN)."""
     from ..rnn_unroll import has_rnn, unroll_rnns
 
     if not has_rnn(model):
@@ -106,7 +107,7 @@ def _rnn_form(model: Any, precision: str, rnn: str) -> tuple[Any, str]:
             "FULLY_CONNECTED takes int8 in and float out); use rnn: native (or auto) for "
             "dynamic_int8, or int8"
         )
-    if rnn == "unrolled" or (rnn == "auto" and precision == "int8"):
+    if rnn == "unrolled":
         return unroll_rnns(model), "unrolled"
     return model, "native"
 
@@ -256,6 +257,9 @@ class LiteRTTarget:
         quant["weight_bytes"] = litert_quant.weight_bytes(model_bytes)
         build_cfg = {
             "precision": precision,
+            # bumped when the conversion itself changes, so that a run's cache rebuilds:
+            # 2 = litert_annotators (int8 adds, muls, pools, hard activations) + NHWC pads
+            "conversion": CONVERSION,
             "batch": cfg.batch,
             "int8_io": cfg.int8_io if precision == "int8" else False,
             "per_channel": cfg.per_channel,
