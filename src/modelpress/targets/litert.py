@@ -101,15 +101,15 @@ def _rnn_form(model: Any, precision: str, rnn: str) -> tuple[Any, str]:
 
     if not has_rnn(model):
         return model, ""
-    if rnn == "unrolled" and precision == "dynamic_int8":
+    if rnn != "unrolled":
+        return model, "native"
+    if precision == "dynamic_int8":
         raise BuildError(
             "litert dynamic_int8 of an unrolled GRU/LSTM does not load in LiteRT (its "
             "FULLY_CONNECTED takes int8 in and float out); use rnn: native (or auto) for "
             "dynamic_int8, or int8"
         )
-    if rnn == "unrolled":
-        return unroll_rnns(model), "unrolled"
-    return model, "native"
+    return unroll_rnns(model), "unrolled"
 
 
 # ---------------------------------------------------------------------------------------------

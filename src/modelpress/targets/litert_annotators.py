@@ -48,6 +48,7 @@ POOLS = (
     aten.mean.dim,
 )
 RELUS = (aten.relu.default, aten.relu_.default)
+HARD_ACTIVATIONS = (aten.hardsigmoid.default, aten.hardswish.default, aten.hardswish_.default)
 # ops whose output shares their input's parameters once annotated (by litert-torch's
 # ``propagate_annotation`` at the end, or by this module): int8 in, int8 out
 SHAPE_OPS = (
@@ -96,9 +97,9 @@ def _annotated(node: Any) -> bool:
 
 
 def _float(node: Any) -> bool:
-    val = node.meta.get("val")
     if node.op == "get_attr":  # a scalar operand made a constant by the quantizer
         return True
+    val = node.meta.get("val")
     return isinstance(val, torch.Tensor) and val.is_floating_point()
 
 
@@ -109,8 +110,7 @@ def _int8_out(node: Any) -> bool:
     while seen < 64:
         if node.op == "get_attr":
             return True
-        ann = node.meta.get("quantization_annotation")
-        if ann is not None and ann._annotated and ann.output_qspec is not None:
+        if _annotated(node) and node.meta["quantization_annotation"].output_qspec is not None:
             return True
         if node.op != "call_function" or node.target not in SHAPE_OPS or not node.args:
             return False
@@ -281,9 +281,6 @@ def hard_activations_as_int8_ops(graph_module: Any) -> int:
         graph.lint()
         graph_module.recompile()
     return done
-
-
-HARD_ACTIVATIONS = (aten.hardsigmoid.default, aten.hardswish.default, aten.hardswish_.default)
 
 
 def _gate(graph_module: Any, node: Any, x: Any) -> Any:
