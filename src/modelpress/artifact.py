@@ -58,6 +58,8 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes on disk of every file of the artifact."""
-        paths = self.files or (self.path,)
+        """Bytes on disk of every file of the artifact, but for the graphs a LiteRT artifact
+        holds for other batches (``meta["batch_graphs"]``): one graph is deployed."""
+        others = set(dict(self.meta or {}).get("batch_graphs", {}).values())
+        paths = [p for p in self.files or (self.path,) if Path(p).name not in others]
         return sum(bytes_on_disk(p) for p in paths if Path(p).exists())

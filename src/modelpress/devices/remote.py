@@ -173,6 +173,26 @@ class Measured:
     logits: np.ndarray | None
 
 
+def job_for(
+    art: Artifact, target: str, options: dict[str, Any], settings: dict[str, Any], inputs: str
+) -> dict[str, Any]:
+    """The runner's ``job.json`` for ``art`` (its files lie next to it in the job's folder)."""
+    return {
+        "protocol": runner_module.PROTOCOL,
+        "runtime": REMOTE_TARGETS[target],
+        "model": Path(art.path).name,
+        # LiteRT: the graphs converted for other batches, shipped with the artifact's files
+        "graphs": dict((art.meta or {}).get("batch_graphs") or {}),
+        "options": runner_options(target, options),
+        "input_names": list(art.meta["input_spec"].get("names") or []),
+        "inputs": inputs,
+        "validate": bool(settings.get("validate", True)),
+        "predict_batch": 256,
+        **{k: settings[k] for k in ("batch_sizes", "warmup_calls", "warmup_seconds")},
+        **{k: settings[k] for k in ("min_calls", "min_seconds")},
+    }
+
+
 def run_remote(
     session: Session,
     art: Artifact,
@@ -199,18 +219,7 @@ def run_remote(
     files = art.files or (art.path,)
     for f in files:
         tr.put(Path(f), f"{job_dir}/{Path(f).name}")
-    job = {
-        "protocol": runner_module.PROTOCOL,
-        "runtime": REMOTE_TARGETS[target],
-        "model": Path(art.path).name,
-        "options": runner_options(target, options),
-        "input_names": list(art.meta["input_spec"].get("names") or []),
-        "inputs": f"../inputs/{digest}.npy",
-        "validate": bool(settings.get("validate", True)),
-        "predict_batch": 256,
-        **{k: settings[k] for k in ("batch_sizes", "warmup_calls", "warmup_seconds")},
-        **{k: settings[k] for k in ("min_calls", "min_seconds")},
-    }
+    job = job_for(art, target, options, settings, f"../inputs/{digest}.npy")
     job_file = local_tmp / f"job{index}.json"
     job_file.write_text(json.dumps(job))
     tr.put(job_file, f"{job_dir}/job.json")

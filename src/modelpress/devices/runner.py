@@ -18,6 +18,7 @@ Protocol (version :data:`PROTOCOL`; a host refuses a runner of another version):
     reads ``JOB_DIR/job.json``::
 
         {"protocol": 1, "runtime": "onnxruntime" | "litert", "model": "model.onnx",
+         "graphs": {"32": "model.b32.tflite"},  # litert: graphs for other fixed batches
          "options": {"threads": 1, "optimization": "all",       # onnxruntime
                      "disabled_optimizers": ["SkipLayerNormFusion"]},
                     {"threads": 1, "xnnpack": true, "module": "auto"}  # litert
@@ -29,10 +30,10 @@ Protocol (version :data:`PROTOCOL`; a host refuses a runner of another version):
 
     and writes ``JOB_DIR/result.json`` (``protocol``, ``status`` ok | failed | skipped,
     ``reason``, ``load_s``, ``runtime``, ``batches``: [{``batch``, ``seconds``, ``warmup_calls``,
-    ``samples``: file}], ``peak_rss_bytes``, ``rss_before_load_bytes``, ``seconds``), per-call
-    times in nanoseconds as ``samples_b<batch>.npy`` (int64) and ``logits.npy`` (float32). The
-    host turns them into the same records as a local measurement. Exit status 0 whenever
-    ``result.json`` was written.
+    ``graph_batch`` (the fixed batch of the graph that ran it), ``samples``: file}],
+    ``peak_rss_bytes``, ``rss_before_load_bytes``, ``seconds``), per-call times in nanoseconds
+    as ``samples_b<batch>.npy`` (int64) and ``logits.npy`` (float32). The host turns them into
+    the same records as a local measurement. Exit status 0 whenever ``result.json`` was written.
 """
 
 from __future__ import annotations
@@ -250,6 +251,12 @@ class OrtModel:
     def prepare(self, x: Any) -> Callable[[], Any]:
         return functools.partial(self.session.run, None, feeds(x, self.inputs, self.names))
 
+    def add_graph(self, batch: int, path: Path) -> None:
+        raise ValueError("an onnxruntime model takes any batch: it has no graphs per batch")
+
+    def graph_batch(self, batch: int) -> int:
+        return batch  # one graph, any batch
+
 
 class LiteModel:
     """A LiteRT interpreter made as modelpress's litert target makes it: fixed-batch graph,
@@ -277,8 +284,24 @@ class LiteModel:
         self.names = names or [""]
         dist = DISTRIBUTIONS[module]
         self.info = {"runtime": module, "version": versions([dist]).get(dist, ""), "device": "cpu"}
+        self.options, self.path = options, path
+        self.others: dict[int, Path] = {}  # batch -> its graph, loaded at its first call
+        self.loaded: dict[int, LiteModel] = {}
+
+    def add_graph(self, batch: int, path: Path) -> None:
+        """A graph converted for ``batch``: a call of exactly that many samples runs it."""
+        if batch != self.batch:
+            self.others[batch] = path
+
+    def graph_batch(self, batch: int) -> int:
+        """The fixed batch of the graph a call of ``batch`` samples runs."""
+        return batch if batch in self.others else self.batch
 
     def predict(self, x: Any) -> Any:
+        if len(x) in self.others:
+            if len(x) not in self.loaded:
+                self.loaded[len(x)] = LiteModel(self.others[len(x)], self.options, self.names)
+            return self.loaded[len(x)]._chunk(x)
         return fixed_batch_logits(x, self.batch, int(self.out["shape"][-1]), self._chunk)
 
     def _chunk(self, chunk: Any) -> Any:
@@ -389,6 +412,8 @@ def run_job(folder: Path) -> dict[str, Any]:
         phase = "load"
         t0 = time.perf_counter()
         model = MODELS[job["runtime"]](folder / job["model"], job["options"], job["input_names"])
+        for batch, name in (job.get("graphs") or {}).items():
+            model.add_graph(int(batch), folder / name)
         out["load_s"] = time.perf_counter() - t0
         out["runtime"] = {**model.info, "threads": job["options"].get("threads")}
         if job.get("validate"):
@@ -403,6 +428,7 @@ def run_job(folder: Path) -> dict[str, Any]:
             t0 = time.perf_counter()
             samples = time_calls(call, int(job["min_calls"]), float(job["min_seconds"]))
             entry = {"batch": int(batch), "seconds": time.perf_counter() - t0}
+            entry["graph_batch"] = model.graph_batch(int(batch))
             entry["warmup_calls"] = int(warm.size)
             entry["samples"] = _save(folder / f"samples_b{int(batch)}.npy", samples)
             out["batches"].append(entry)

@@ -22,6 +22,7 @@ from .steps import (
     failed_record,
     measured_when,
     reference,
+    with_bench_batches,
 )
 
 if TYPE_CHECKING:
@@ -89,21 +90,23 @@ def unavailable(target: str, options: dict) -> str | None:
 def plan_all(pipe: Pipeline, models: list[ModelRun]) -> list[Plan]:
     """Jobs per (model, target); a target this machine cannot run gets skipped rows, no worker."""
     plans, absent = [], {}
+    batch_sizes = bench_settings(pipe).batch_sizes
     for run in models:
         ref = reference(pipe, run)
         for target, section in pipe.recipe.targets_for(run.label).items():
             jobs, skipped = jobs_for(pipe, run, target, section.precisions, section.variants)
+            options = with_bench_batches(target, section.options, batch_sizes)
             for job in jobs:
-                job.options = section.options
+                job.options = options
             if target not in absent:
-                absent[target] = unavailable(target, section.options)
+                absent[target] = unavailable(target, options)
                 if absent[target]:
                     pipe.log(f"  [skip]   {absent[target]}")
             if absent[target]:
                 info = {"status": "skipped", "reason": absent[target]}
                 skipped += [failed_record(run, j.label, target, j.precision, info) for j in jobs]
                 jobs = []
-            plans.append(Plan(run, target, section.options, jobs, skipped, ref))
+            plans.append(Plan(run, target, options, jobs, skipped, ref))
     return plans
 
 

@@ -134,10 +134,11 @@ def _sensitive_layers(pipe: Pipeline, run: ModelRun, start: Artifact, k: int) ->
 
 
 def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -> SearchResult:
-    from .steps import reference
+    from .steps import reference, with_bench_batches
 
     s = pipe.recipe.search
     options = pipe.recipe.targets[s.target].options if s.target in pipe.recipe.targets else {}
+    options = with_bench_batches(s.target, options, (s.batch,))
     chosen_models = [
         m
         for m in models

@@ -29,8 +29,11 @@ with :func:`read_meta`. Per-layer localisation of a quantized file: :mod:`.liter
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,6 +54,10 @@ RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
 OBSERVERS = ("histogram", "minmax")
 EXTRA = "tflite"
 CONVERSION = 2  # see build(): part of every artifact's id
+# the most a graph converted for another batch may differ from the first graph on the same
+# inputs, as a share of the largest logit: float kernels sum in another order at another batch,
+# and dynamic int8 quantizes each call's activations with that whole batch's range
+SAME_GRAPH_TOL = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,10 @@ class LiteRTConfig:
     per_channel: bool = True  # int8 / dynamic_int8: per-channel (else per-tensor) weight scales
     calib_size: int = 0  # int8: calibration samples used (0: every sample passed in)
     batch: int = 1  # the fixed batch the graph is converted for
+    # more fixed batches, each converted into a graph of its own next to the file (same weights
+    # and quantization): a call with exactly that many samples runs its graph, any other batch
+    # runs ``batch``'s graph in chunks. ``modelpress run`` sets it to the benchmark's batch sizes
+    batches: tuple[int, ...] = ()
     runtime: str = "auto"  # auto: ai_edge_litert, else tflite_runtime
     xnnpack: bool = True  # False: TFLite's builtin kernels only (no default delegate)
     # int8 activation ranges: histogram (L2 search, litert-torch's default; seconds per
@@ -76,6 +87,14 @@ class LiteRTConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        if isinstance(self.batches, (int, str)) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.batches
+        ):
+            raise ConfigError(
+                f"litert batches must be a list of integers >= 1, e.g. [32], got {self.batches!r}"
+            )
+        extra = dict.fromkeys(b for b in self.batches if b != self.batch)
+        object.__setattr__(self, "batches", tuple(extra))
         for name in ("threads", "batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -120,7 +139,13 @@ class LiteRTRunner(Runner):
     """Feeds any batch through a fixed-batch TFLite graph; (de)quantizes int8 input/output.
     Named inputs (``input_ids`` + ``attention_mask``) are all set (:mod:`modelpress.feeds`)."""
 
-    def __init__(self, interpreter: Any, input_spec: InputSpec, meta: dict[str, Any]):
+    def __init__(
+        self,
+        interpreter: Any,
+        input_spec: InputSpec,
+        meta: dict[str, Any],
+        others: dict[int, Callable[[], Any]] | None = None,
+    ):
         super().__init__(input_spec, "litert")
         self.interpreter = interpreter
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
@@ -134,9 +159,20 @@ class LiteRTRunner(Runner):
         self.inp, self.out = inputs[0], outputs[0]
         self.batch = int(self.inp["shape"][0])
         self.meta = meta
+        # the graphs converted for other batches: batch -> a loader of its interpreter (loaded
+        # at its first call, so an unused graph costs no memory)
+        self.others = {b: load for b, load in (others or {}).items() if b != self.batch}
+        self._loaded: dict[int, LiteRTRunner] = {}
 
     def _run(self, x: np.ndarray) -> np.ndarray:  # x: (B, *spec.shape)
+        if len(x) in self.others:
+            return self._graph(len(x))._chunk(x)
         return fixed_batch_logits(x, self.batch, int(self.out["shape"][-1]), self._chunk)
+
+    def _graph(self, batch: int) -> LiteRTRunner:
+        if batch not in self._loaded:
+            self._loaded[batch] = LiteRTRunner(self.others[batch](), self.input_spec, self.meta)
+        return self._loaded[batch]
 
     def _chunk(self, chunk: np.ndarray) -> np.ndarray:  # (b, ...) -> (b, classes), float
         feeds = numpy_feeds(chunk, self.input_spec.names or ("",))
@@ -147,6 +183,7 @@ class LiteRTRunner(Runner):
 
     def close(self) -> None:
         self.interpreter = None
+        self._loaded.clear()
 
 
 def _by_name(details: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -240,19 +277,18 @@ class LiteRTTarget:
         calib = self._check_calib(precision, calib, spec)
         cfg = self.config
         model, rnn = _rnn_form(ckpt.model, precision, cfg.rnn)
-        model_bytes, quant = litert_quant.convert(
+        graphs, quant = litert_quant.convert_batches(
             model,
             spec,
             precision,
             calib,
+            (cfg.batch, *cfg.batches),
             per_channel=cfg.per_channel,
-            batch=cfg.batch,
             observer=cfg.observer,
             exclude=cfg.exclude,
         )
-        model_bytes, io = litert_quant.set_interface(model_bytes, float_io=not cfg.int8_io)
-        model_bytes, tables = litert_quant.symmetric_embedding_tables(model_bytes)
-        quant["notes"] = [*quant.get("notes", []), *tables]
+        graphs = {b: self._finish(data, quant) for b, data in graphs.items()}
+        model_bytes, io = graphs[cfg.batch]
         quant["float_ops"] = litert_quant.float_ops(model_bytes) if precision == "int8" else {}
         quant["weight_bytes"] = litert_quant.weight_bytes(model_bytes)
         build_cfg = {
@@ -261,6 +297,7 @@ class LiteRTTarget:
             # 2 = litert_annotators (int8 adds, muls, pools, hard activations) + NHWC pads
             "conversion": CONVERSION,
             "batch": cfg.batch,
+            **({"batches": list(cfg.batches)} if cfg.batches else {}),
             "int8_io": cfg.int8_io if precision == "int8" else False,
             "per_channel": cfg.per_channel,
             **({"observer": cfg.observer} if cfg.observer != "histogram" else {}),
@@ -271,9 +308,81 @@ class LiteRTTarget:
         art_id = stage_id(art.id, self.name, build_cfg)
         meta = litert_quant.artifact_meta(art.meta, precision, art_id, build_cfg, io, quant)
         dest = Path(out_dir) / f"{safe_stem(Path(art.path).stem)}.{precision}.tflite"
-        write_with_meta(model_bytes, meta, dest)
-        meta = read_meta(dest)  # what the file says, digest included
-        return Artifact(path=dest, format="tflite", id=art_id, meta=meta, files=(dest,))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        others = self._other_graphs(graphs, dest, meta, spec, calib)
+        meta["batch_graphs"] = {str(b): f.name for b, f in others.items()}
+        try:
+            write_with_meta(model_bytes, meta, dest)
+            meta = read_meta(dest)  # what the file says, digest included
+        except BaseException:
+            for f in others.values():  # no half-written artifact
+                f.unlink(missing_ok=True)
+            raise
+        files = (dest, *others.values())
+        return Artifact(path=dest, format="tflite", id=art_id, meta=meta, files=files)
+
+    def _finish(self, data: bytes, quant: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """A converted graph with its interface set and its embedding tables symmetric (the
+        notes of that go to ``quant`` once for all the graphs of a build), and its I/O."""
+        from . import litert_quant
+
+        data, io = litert_quant.set_interface(data, float_io=not self.config.int8_io)
+        data, tables = litert_quant.symmetric_embedding_tables(data)
+        quant["notes"] = list(dict.fromkeys([*quant.get("notes", []), *tables]))
+        return data, io
+
+    def _other_graphs(
+        self,
+        graphs: dict[int, tuple[bytes, dict]],
+        dest: Path,
+        meta: dict[str, Any],
+        spec: InputSpec,
+        calib: np.ndarray | None,
+    ) -> dict[int, Path]:
+        """The graphs of the other batches written next to ``dest`` (``<stem>.b<batch>.tflite``),
+        each kept only if it computes what the first graph computes on the same inputs: a graph
+        quantized at a fixed batch and converted at another can mix up samples without failing.
+        A dropped one is a note; its batch runs the first graph in chunks."""
+        from . import litert_quant
+
+        first = self.config.batch
+        kept: dict[int, Path] = {}
+        notes = meta["quantization"].setdefault("notes", [])
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            ref = Path(tmp) / "first.tflite"
+            write_with_meta(graphs[first][0], meta, ref)
+            for b, (data, _) in graphs.items():
+                if b == first:
+                    continue
+                path = dest.with_name(f"{dest.stem}.b{b}.tflite")
+                write_with_meta(data, {**meta, "graph_batch": b}, path)
+                why = self._differs(ref, path, spec, calib, b)
+                if why:
+                    path.unlink()
+                    notes.append(litert_quant.no_graph_note(b, first, why))
+                else:
+                    kept[b] = path
+        return kept
+
+    def _differs(
+        self, ref: Path, other: Path, spec: InputSpec, calib: np.ndarray | None, b: int
+    ) -> str:
+        """Why the graph ``other`` (batch ``b``) does not compute what ``ref`` computes, or ''."""
+        from ..measure.timing import batch_of, synthetic_inputs
+
+        pool = calib if calib is not None else synthetic_inputs({"input_spec": spec.to_dict()}, b)
+        x = batch_of(np.asarray(pool, dtype=spec.dtype), b)
+        try:
+            want = LiteRTRunner(self.interpreter(ref), spec, {})._run(x)
+            got = LiteRTRunner(self.interpreter(other), spec, {})._run(x)
+        except (ArtifactError, RuntimeError, ValueError) as exc:
+            return f"it does not run: {one_line(exc)[:160]}"
+        scale = float(np.abs(want).max()) or 1.0
+        err = float(np.abs(got - want).max()) / scale
+        if err > SAME_GRAPH_TOL:
+            first = self.config.batch
+            return f"its outputs differ from the batch-{first} graph's by {err:.1%} of the largest logit"
+        return ""
 
     def _check_calib(
         self, precision: str, calib: np.ndarray | None, spec: InputSpec
@@ -311,7 +420,21 @@ class LiteRTTarget:
         meta = read_meta(art.path)
         spec = InputSpec.from_dict(meta["input_spec"])
         interpreter = self.interpreter(Path(art.path))
-        return LiteRTRunner(interpreter, spec, meta)
+        return LiteRTRunner(interpreter, spec, meta, self._graph_loaders(Path(art.path), meta))
+
+    def _graph_loaders(self, path: Path, meta: dict[str, Any]) -> dict[int, Callable[[], Any]]:
+        """A loader per graph converted for another batch that lies next to ``path`` (a file
+        copied without them runs every batch through its own graph, in chunks)."""
+        loaders = {}
+        for batch, name in (meta.get("batch_graphs") or {}).items():
+            other = path.with_name(name)
+            if other.is_file():
+                loaders[int(batch)] = functools.partial(self._checked_interpreter, other)
+        return loaders
+
+    def _checked_interpreter(self, path: Path) -> Any:
+        read_meta(path)  # its digest: an edited or truncated graph is refused like the first
+        return self.interpreter(path)
 
     def interpreter(self, path: Path, preserve_all_tensors: bool = False) -> Any:
         """An allocated interpreter for ``path`` with this target's threads and kernels."""

@@ -51,8 +51,37 @@ def convert(
     as keywords), so the file takes them all. Raises :class:`BuildError` naming the op
     litert-torch could not lower.
     """
+    graphs, quant = convert_batches(
+        model,
+        spec,
+        precision,
+        calib,
+        (batch,),
+        per_channel=per_channel,
+        observer=observer,
+        exclude=exclude,
+    )
+    return graphs[batch], quant
+
+
+def convert_batches(
+    model: nn.Module,
+    spec: InputSpec,
+    precision: str,
+    calib: np.ndarray | None,
+    batches: tuple[int, ...],
+    *,
+    per_channel: bool = True,
+    observer: str = "histogram",
+    exclude: tuple[str, ...] = (),
+) -> tuple[dict[int, bytes], dict[str, Any]]:
+    """:func:`convert` for several fixed batches: ``{batch: TFLite bytes}``, ``batches[0]``'s
+    graph always, each other one where it converts (quantized once: every graph has the same
+    weights and quantization parameters; the litert target then checks that each computes what
+    the first one does). A batch without a graph is said in ``quant["notes"]``."""
     model = model.eval()
-    args, sample_kwargs = example_inputs(model, spec, _example(spec, batch, calib))
+    first = batches[0]
+    args, sample_kwargs = example_inputs(model, spec, _example(spec, first, calib))
     log: list[str] = []
     try:
         with quiet(log), torch.no_grad():
@@ -60,25 +89,55 @@ def convert(
 
             quant: dict[str, Any] = {"method": "none"}
             kwargs: dict[str, Any] = {}
+            source, graph = model, model
             if precision == "fp16":
                 from litert_torch.generative.quantize import quant_recipes
 
                 kwargs["quant_config"] = quant_recipes.full_fp16_recipe()
                 quant = {"method": "fp16 weights (float casting), float32 compute"}
             elif precision in ("dynamic_int8", "int8"):
-                model, kwargs["quant_config"], quant = _pt2e(
-                    model, spec, args[0], precision, calib, per_channel, batch, observer, exclude
+                graph, kwargs["quant_config"], quant = _pt2e(
+                    model, spec, args[0], precision, calib, per_channel, first, observer, exclude
                 )
             layout = litert_layout.register()
             if layout:
                 quant.setdefault("notes", []).append(layout)
-            edge = litert_torch.convert(model, args, sample_kwargs=sample_kwargs or None, **kwargs)
-            data = bytes(edge.model_content())
+            edge = litert_torch.convert(graph, args, sample_kwargs=sample_kwargs or None, **kwargs)
+            graphs = {first: bytes(edge.model_content())}
+            for b in dict.fromkeys(batches[1:]):
+                if b == first:
+                    continue
+                extra, why = _other_batch(litert_torch, source, graph, spec, b, kwargs)
+                if extra is None:
+                    quant.setdefault("notes", []).append(no_graph_note(b, first, why))
+                else:
+                    graphs[b] = extra
     except ModelPressError:
         raise
     except Exception as exc:  # litert-torch / torch.export / jax raise many types
         raise BuildError(_failure(exc, model, precision, log)) from exc
-    return data, quant
+    return graphs, quant
+
+
+def no_graph_note(batch: int, first: int, why: str) -> str:
+    """What a build without a graph for ``batch`` says (the runner then chunks)."""
+    runs = -(-batch // first)
+    return (
+        f"no batch-{batch} graph ({why}): a batch of {batch} runs the batch-{first} graph "
+        f"{runs} times"
+    )
+
+
+def _other_batch(
+    litert_torch: Any, source: nn.Module, graph: Any, spec: InputSpec, b: int, kwargs: Any
+) -> tuple[bytes | None, str]:
+    """The graph of ``graph`` (the model, or its quantized form) converted at batch ``b``."""
+    args, sample_kwargs = example_inputs(source, spec, _example(spec, b, None))
+    try:
+        edge = litert_torch.convert(graph, args, sample_kwargs=sample_kwargs or None, **kwargs)
+    except Exception as exc:  # a graph specialised to its batch while quantizing, an op ...
+        return None, one_line(exc)[:200]
+    return bytes(edge.model_content()), ""
 
 
 def _minmax_activations(config: Any) -> Any:
