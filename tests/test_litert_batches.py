@@ -22,7 +22,7 @@ from modelpress.devices.remote import job_for
 from modelpress.errors import ArtifactError, ConfigError
 from modelpress.factory import allow_factory, build_from_factory
 from modelpress.models import create_model
-from modelpress.run.steps import with_bench_batches
+from modelpress.targets import with_bench_batches
 from modelpress.targets.litert import LiteRTConfig, LiteRTTarget
 
 BUILDABLE = LiteRTTarget().availability().ok and LiteRTTarget().converter_availability("int8").ok
@@ -167,6 +167,23 @@ def test_run_asks_litert_for_the_benchmark_batches():
     assert with_bench_batches("litert", {"batches": []}, (1, 32)) == {"batches": []}  # the recipe's
     assert with_bench_batches("litert", {}, (1,)) == {}
     assert with_bench_batches("onnxruntime", {}, (1, 32)) == {}
+
+
+def test_bench_cli_asks_litert_for_its_batch(digits, tmp_path):
+    import argparse
+
+    from modelpress.measure.bench import jobs_from_args
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_spec=digits.input_spec, num_classes=10, width=0.25)
+    ckpt = save_trained(tmp_path / "r.safetensors", model.eval(), digits)
+    args = argparse.Namespace(
+        checkpoints=[ckpt.path], threads=1, no_validate=True, targets="litert,onnxruntime",
+        precisions="fp32", inject_slowdown={},
+    )  # fmt: skip
+    lite, ort = jobs_from_args(args, tmp_path / "bench", (1, 16))
+    assert lite.target_options == {"threads": 1, "batches": [16]}
+    assert ort.target_options == {"threads": 1}
 
 
 @given(st.lists(st.integers(1, 512), max_size=4), st.integers(1, 64))

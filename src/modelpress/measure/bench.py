@@ -497,8 +497,11 @@ def parse_slowdown(text: str) -> dict[str, float]:
     return out
 
 
-def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
+def jobs_from_args(
+    a: argparse.Namespace, build_dir: Path, batches: tuple[int, ...] = (1,)
+) -> list[BenchJob]:
     from ..checkpoint import read_meta
+    from ..targets import with_bench_batches
     from ..targets.base import safe_stem  # names from a checkpoint: never paths
 
     jobs = []
@@ -518,7 +521,7 @@ def jobs_from_args(a: argparse.Namespace, build_dir: Path) -> list[BenchJob]:
                         art,
                         target,
                         precision,
-                        options,
+                        with_bench_batches(target, options, batches),
                         build=True,
                         build_dir=out,
                         reference_logits=ref,
@@ -554,7 +557,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     )
     build_dir = a.build_dir or a.out.parent / "build"
     devices = devices_from_args(a)
-    jobs = jobs_from_args(a, build_dir)
+    jobs = jobs_from_args(a, build_dir, batches)
     res = benchmark(jobs, settings, log=lambda s: print(s, file=sys.stderr), devices=devices)
     res = mark_slower_than_fp32(res)  # as a run does: a gate's forbid_marks applies here too
     save_results(res, a.out)

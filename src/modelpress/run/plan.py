@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..targets import with_bench_batches
 from .steps import (
     Group,
     Job,
@@ -22,7 +23,6 @@ from .steps import (
     failed_record,
     measured_when,
     reference,
-    with_bench_batches,
 )
 
 if TYPE_CHECKING:

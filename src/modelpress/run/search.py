@@ -134,7 +134,8 @@ def _sensitive_layers(pipe: Pipeline, run: ModelRun, start: Artifact, k: int) ->
 
 
 def run_search(pipe: Pipeline, models: list[ModelRun], ray: str | None = None) -> SearchResult:
-    from .steps import reference, with_bench_batches
+    from ..targets import with_bench_batches
+    from .steps import reference
 
     s = pipe.recipe.search
     options = pipe.recipe.targets[s.target].options if s.target in pipe.recipe.targets else {}

@@ -54,16 +54,6 @@ def bench_settings(pipe: Pipeline):
     )
 
 
-def with_bench_batches(target: str, options: dict, batch_sizes: tuple[int, ...]) -> dict:
-    """``options`` with LiteRT's ``batches`` set to the benchmark's batch sizes (unless the
-    recipe sets it): its graphs have a fixed batch, and a batch of 32 run as 32 calls of the
-    batch-1 graph measures the calls, not the model at batch 32."""
-    if target != "litert" or "batches" in options:
-        return options
-    extra = [b for b in batch_sizes if b != options.get("batch", 1)]
-    return {**options, "batches": extra} if extra else options
-
-
 def reference(pipe: Pipeline, run: ModelRun) -> Path | None:
     """The float baseline's test logits (.npy): the reference every artifact is compared to
     (a torch checkpoint's own run, or an imported .onnx file's fp32 run on ONNX Runtime)."""

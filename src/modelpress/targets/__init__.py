@@ -63,9 +63,20 @@ def build_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return ident() if callable(ident) else {}
 
 
+def with_bench_batches(target: str, options: dict, batch_sizes: tuple[int, ...]) -> dict:
+    """``options`` with LiteRT's ``batches`` set to the benchmark's batch sizes (unless the
+    recipe sets it): its graphs have a fixed batch, and a batch of 32 run as 32 calls of the
+    batch-1 graph measures the calls, not the model at batch 32."""
+    if target != "litert" or "batches" in options:
+        return options
+    extra = [b for b in batch_sizes if b != options.get("batch", 1)]
+    return {**options, "batches": extra} if extra else options
+
+
 __all__ = [
     "TARGETS",
     "build_identity",
+    "with_bench_batches",
     "Availability",
     "Runner",
     "Target",

@@ -368,10 +368,13 @@ class LiteRTTarget:
         self, ref: Path, other: Path, spec: InputSpec, calib: np.ndarray | None, b: int
     ) -> str:
         """Why the graph ``other`` (batch ``b``) does not compute what ``ref`` computes, or ''."""
-        from ..measure.timing import batch_of, synthetic_inputs
-
-        pool = calib if calib is not None else synthetic_inputs({"input_spec": spec.to_dict()}, b)
-        x = batch_of(np.asarray(pool, dtype=spec.dtype), b)
+        if calib is not None:
+            pool = np.asarray(calib, dtype=spec.dtype)
+        elif np.issubdtype(np.dtype(spec.dtype), np.integer):
+            pool = np.ones((b, *spec.shape), dtype=spec.dtype)  # token ids
+        else:
+            pool = np.random.default_rng(0).standard_normal((b, *spec.shape)).astype(spec.dtype)
+        x = np.resize(pool, (b, *spec.shape))  # ``b`` samples, the pool's repeated if fewer
         try:
             want = LiteRTRunner(self.interpreter(ref), spec, {})._run(x)
             got = LiteRTRunner(self.interpreter(other), spec, {})._run(x)
