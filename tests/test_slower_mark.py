@@ -136,6 +136,22 @@ def test_the_reports_show_the_mark_beside_the_row_and_a_legend(results):
     assert "marks" not in markdown_report(plain) and "class='legend'" not in html_report(plain)
 
 
+def test_the_reports_say_what_the_build_of_a_marked_artifact_left_in_float():
+    notes = ["run in float between DequantizeLinear and QuantizeLinear ...: HardSigmoid x28"]
+    slow = make_record("cnn", "onnxruntime", "int8", speed=1.5, seed=7)
+    slow = slow.model_copy(update={"runtime": {**slow.runtime, "build_notes": notes}})
+    bare = make_record("rnn", "onnxruntime", "int8", speed=1.5, seed=8)
+    fp32_rnn = make_record("rnn", "onnxruntime", "fp32", speed=1.0, seed=3)
+    results = mark_slower_than_fp32(make_results(FP32, slow, fp32_rnn, bare))
+    md = markdown_report(results)
+    section = md.split("## Why marked artifacts are slower than fp32")[1]
+    assert f"- cnn/onnxruntime/int8: {notes[0]}" in section
+    assert "- rnn/onnxruntime/int8: its build left no op in float" in section
+    assert "HardSigmoid x28" in html_report(results)
+    unmarked = make_results(FP32, slow.model_copy(update={"marks": []}))
+    assert "Why marked" not in markdown_report(unmarked)
+
+
 def test_a_gate_rule_can_forbid_the_mark(results, tmp_path):
     path = tmp_path / "gates.yaml"
     path.write_text(

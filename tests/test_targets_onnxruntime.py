@@ -43,7 +43,10 @@ def test_int8_is_smaller_and_says_what_stayed_float(trained_checkpoint, tmp_path
     fp32 = target.build(art, "fp32", None, tmp_path)
     int8 = target.build(art, "int8", data.calibration(128), tmp_path)
     assert fp32.size_bytes / int8.size_bytes > 3.0
-    assert int8.meta["notes"] == []  # every Conv/Gemm of the CNN is quantized
+    # every Conv/Gemm of the CNN is quantized; its global pooling (a ReduceMean) runs in float
+    assert not any("left in float" in n for n in int8.meta["notes"])
+    (note,) = int8.meta["notes"]
+    assert note.endswith("after its fusions): ReduceMean x1")
     gru_art, gru_data = trained_checkpoint("gru")
     native = get_target("onnxruntime", rnn="native").build(
         gru_art, "dynamic_int8", None, tmp_path / "n"
@@ -183,3 +186,20 @@ def test_disabled_optimizers_default_and_validation():
     for bad in ("SkipLayerNormFusion", [""], [3]):
         with pytest.raises(ConfigError, match="disabled_optimizers must be a list"):
             OrtConfig(disabled_optimizers=bad)
+
+
+def test_int8_says_which_ops_run_in_float_between_dequantize_and_quantize(digits_image, tmp_path):
+    """MobileNetV3's hard-sigmoid has no int8 kernel in ORT: each of them runs in float between a
+    DequantizeLinear and a QuantizeLinear, which is why its int8 graph is slower than fp32
+    (benchmarks/results/ort_profile.md). The build says so."""
+    from modelpress.factory import allow_factory, build_from_factory
+
+    path = "zoo_nets:build_mobilenetv3_small"
+    allow_factory(path)
+    torch.manual_seed(0)
+    model = build_from_factory(path, {"channels": 1, "classes": 10, "width": 0.25}).eval()
+    art = save_trained(tmp_path / "v3.safetensors", model, digits_image)
+    int8 = get_target("onnxruntime").build(art, "int8", digits_image.calibration(32), tmp_path)
+    (note,) = [n for n in int8.meta["notes"] if "between DequantizeLinear" in n]
+    assert "HardSigmoid x" in note and "ReduceMean x" in note  # the gates, the squeezes
+    assert not list(tmp_path.rglob("*ort-optimized*"))  # the probe's file is gone

@@ -247,6 +247,9 @@ def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float
     unbuilt = job.build and build_s is None
     machine = machine_fingerprint()
     size = art.size_bytes if Path(art.path).exists() and not unbuilt else None
+    notes = build_notes(art.meta)
+    if notes and isinstance(measured.get("runtime"), dict):
+        measured["runtime"] = {**measured["runtime"], "build_notes": notes}
     return Record(
         **{
             "model": job.model,
@@ -266,6 +269,20 @@ def _record(job: BenchJob, art: Artifact, result: dict[str, Any], build_s: float
             **measured,
         }
     )
+
+
+def build_notes(meta: Mapping[str, Any]) -> list[str]:
+    """What an artifact's build says about itself that explains its speed: the ops left in
+    float or run in float on dequantized tensors, graphs not built (ONNX Runtime: ``notes``;
+    LiteRT: ``quantization.notes`` and the ops its int8 graph computes in float)."""
+    notes = [str(n) for n in meta.get("notes") or []]
+    quant = meta.get("quantization") or {}
+    notes += [str(n) for n in quant.get("notes") or []]
+    float_ops = quant.get("float_ops") or {}
+    if float_ops:
+        ops = ", ".join(f"{op} x{k}" for op, k in sorted(float_ops.items(), key=lambda i: -i[1]))
+        notes.append(f"computed in float in the int8 graph: {ops}")
+    return notes
 
 
 def unsupported_precision(job: BenchJob) -> str:

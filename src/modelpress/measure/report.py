@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..fsutil import atomic_write_text
-from .marks import legend_lines
+from .marks import SLOWER_THAN_FP32, legend_lines
 from .report_int8 import budget_html, budget_markdown
 from .report_plots import FamilyPoints, family_points, plot_family
 from .report_table import human_bytes
@@ -111,13 +111,32 @@ def markdown_report(results: Results, title: str = "modelpress benchmark") -> st
     for fam in family_points(results):
         fronts += [f"### {fam.family}", "", *(pareto_lines(fam) if fam.points else ["- none"]), ""]
     marks = "".join(f"\n- {line}" for line in legend_lines(results.records))
+    slower = "".join(f"\n- {label}: {why}" for label, why in slower_why(results))
     return (
         f"# {title}\n\n{env}\n\n"
         + "\n".join(fronts)
         + f"\n## Records\n\n{markdown_table(results)}\n"
         + (f"\nMarks:\n{marks}\n" if marks else "")
+        + (f"\n## {SLOWER_TITLE}\n{slower}\n" if slower else "")
         + (f"\n{budget}\n" if (budget := budget_markdown(results)) else "")
     )
+
+
+SLOWER_TITLE = "Why marked artifacts are slower than fp32: what their builds say"
+
+
+def slower_why(results: Results) -> list[tuple[str, str]]:
+    """(label, what its build says) for every record marked slower than fp32: the ops left in
+    float or run in float between (de)quantizations, graphs not built (``build_notes``)."""
+    out = []
+    for r in results.records:
+        if SLOWER_THAN_FP32 in r.marks:
+            notes = r.runtime.get("build_notes") if isinstance(r.runtime, dict) else None
+            why = (
+                "; ".join(notes) if notes else "its build left no op in float and says nothing more"
+            )
+            out.append((r.label, why))
+    return out
 
 
 KEY_HEAD = (
@@ -199,6 +218,10 @@ def html_report(results: Results, title: str = "modelpress benchmark") -> str:
     parts.append("<h2>Every record</h2><div class='records'>")
     parts += [_html_table(head, rows, head.index("status")), "</div>"]
     parts += [f"<p class='legend'>{esc(line)}</p>" for line in legend_lines(results.records)]
+    if slower := slower_why(results):
+        parts.append(f"<h2>{esc(SLOWER_TITLE)}</h2><ul>")
+        parts += [f"<li><b>{esc(label)}</b>: {esc(why)}</li>" for label, why in slower]
+        parts.append("</ul>")
     parts.append(budget_html(results))  # int8 builds over budget: tries, localisation
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -347,8 +347,49 @@ class OnnxRuntimeTarget:
         reference = out_dir / prep.name
         shutil.copy2(prep, reference)
         meta["float_reference"] = reference.name
-        meta["notes"] = _float_leftovers(dest)
+        meta["notes"] = _float_leftovers(dest) + self._float_on_dequantized(dest)
         return dest
+
+    def _float_on_dequantized(self, path: Path) -> list[str]:
+        """The ops ORT still runs in float on dequantized tensors once it has fused what it can
+        into int8 kernels (QLinearConv, QLinearMul, ...): each costs a DequantizeLinear before
+        it and a QuantizeLinear after, and makes an int8 graph slower where they are many
+        (MobileNetV3's hard-sigmoid and squeeze means: benchmarks/results/ort_profile.md)."""
+        import onnx
+        import onnxruntime as ort
+
+        optimized = path.with_name(f"{path.stem}.ort-optimized.onnx")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(optimized)
+        opts.log_severity_level = 3
+        try:
+            ort.InferenceSession(
+                str(path),
+                opts,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(self.cfg.disabled_optimizers),
+            )
+            graph = onnx.load(str(optimized), load_external_data=False).graph
+        except Exception:  # the session check after the build names what does not load
+            return []
+        finally:
+            for f in path.parent.glob(f"{optimized.name}*"):
+                f.unlink()
+        dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        left = Counter(
+            n.op_type
+            for n in graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and any(i in dq for i in n.input)
+        )
+        if not left:
+            return []
+        ops = ", ".join(f"{op} x{k}" for op, k in left.most_common())
+        return [
+            f"run in float between DequantizeLinear and QuantizeLinear by onnxruntime "
+            f"{ort.__version__} on CPU (no int8 kernel for them after its fusions): {ops}"
+        ]
 
     def _pass_through_qdq(self, art: Artifact, dest: Path, meta: dict[str, Any]) -> Artifact:
         if art.format != "onnx" or not op_counts(art.path)["QuantizeLinear"]:
