@@ -406,32 +406,6 @@ def test_localisation_of_a_healthy_model_finds_no_collapse(name, data, built):
 
 
 @needs_litert
-def test_int8_mobilenetv2_converts(tmp_path):
-    """MobileNetV2's block outputs are read by a residual add and by the next block: at int8
-    their dequantize nodes have two readers, which litert-torch 0.10's layout pass broke ("non-NHWC
-    compatible node to NHWC: dequantize_per_tensor_N"); litert_quant gives each reader its own
-    copy. The model is transformers' MobileNetV2 (tests/zoo_nets.py) at 32x32, random init."""
-    pytest.importorskip("transformers", reason="the zoo needs the tflite extra (transformers)")
-    from modelpress.factory import allow_factory, build_from_factory
-    from modelpress.model_io import adapt_output
-
-    allow_factory("zoo_nets:build_mobilenetv2")
-    torch.manual_seed(0)
-    model = build_from_factory("zoo_nets:build_mobilenetv2", {"image": 32})
-    model = adapt_output(model, "logits").eval()
-    spec = InputSpec("image", (1, 32, 32), "float32")
-    labels = [str(i) for i in range(10)]
-    ckpt = save_checkpoint(
-        tmp_path / "m.safetensors", model, input_spec=spec, labels=labels, preprocessing={}
-    )
-    calib = np.random.default_rng(0).standard_normal((8, 1, 32, 32), dtype=np.float32)
-    target = LiteRTTarget(observer="minmax")
-    art = target.build(ckpt, "int8", calib, tmp_path / "out")
-    assert art.meta["precision"] == "int8"
-    assert target.load(art).predict(calib[:2]).shape == (2, 10)
-
-
-@needs_litert
 def test_dynamic_int8_embedding_table_loads(tmp_path):
     """litert-torch's dynamic int8 stores an embedding table with a non-zero zero point, which
     LiteRT's EMBEDDING_LOOKUP refuses to prepare; the build re-quantizes it symmetric."""

@@ -240,9 +240,15 @@ def cluster():
     head_tmp, node_tmp, trial_tmp = root / "h", root / "n", root / "t"
     for d in (head_tmp, node_tmp, trial_tmp):
         d.mkdir()
+    # the head writes its address to <Ray's default temp dir>/ray/ray_current_cluster whatever
+    # its temp_dir: point that default here, where the folder exists (a fresh machine has no
+    # /tmp/ray, and the write failed there)
+    (root / "r" / "ray").mkdir(parents=True)
     c = Cluster()
     try:
-        c.add_node(num_cpus=0, temp_dir=str(head_tmp), include_dashboard=False)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RAY_TMPDIR", str(root / "r"))
+            c.add_node(num_cpus=0, temp_dir=str(head_tmp), include_dashboard=False)
         with pytest.MonkeyPatch.context() as env:  # inherited by the node's raylet and workers
             env.setenv("TMPDIR", str(trial_tmp))
             c.add_node(num_cpus=2, resources={"trial": 2}, temp_dir=str(node_tmp))

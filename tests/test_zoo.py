@@ -84,7 +84,8 @@ def _run(tmp: Path, recipe: str):
 # "same" padding is an F.pad before each strided convolution): its layout pass stops at a
 # dequantize node. Fails for the dense model too; ONNX Runtime int8 and LiteRT fp32 run it.
 # (model, target) -> what its failed row must say; MobileNetV2 on LiteRT int8 ("non-NHWC
-# compatible node") was one until litert_quant gave each dequantize reader its own node
+# compatible node") was one until litert_quant gave each dequantize reader its own node: its
+# residual blocks' outputs have two readers, and this test is where that conversion is checked
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 ZOO = {
     "images": (IMAGES, ["resnet", "mobilenetv2", "convnext", "vit", "encoder"]),
