@@ -284,7 +284,7 @@ class LiteModel:
         self.names = names or [""]
         dist = DISTRIBUTIONS[module]
         self.info = {"runtime": module, "version": versions([dist]).get(dist, ""), "device": "cpu"}
-        self.options, self.path = options, path
+        self.options = options  # the graphs of other batches load with the same settings
         self.others: dict[int, Path] = {}  # batch -> its graph, loaded at its first call
         self.loaded: dict[int, LiteModel] = {}
 
